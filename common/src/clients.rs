@@ -1,0 +1,1 @@
+//! clients (to be written)

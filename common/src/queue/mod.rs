@@ -1,0 +1,131 @@
+//! The work-queue abstraction. Commander and executor only ever talk to
+//! [`WorkQueue`]; Amazon SQS ([`sqs`]) and the embedded SQLite queue ([`local`])
+//! are its two backends and pass one behavioural suite.
+//!
+//! Semantics (SQS's, which the embedded queue reproduces): a received message is
+//! invisible for the visibility timeout, then reappears unless deleted; every
+//! receive counts; a queue with a [`Redrive`] moves a message to its DLQ on the
+//! receive after `max_receive_count`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+pub mod local;
+pub mod sqs;
+
+/// SendMessageBatch's entry limit, which both backends honour.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+
+/// How a queue is created (`commander init`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    pub name: String,
+    pub visibility_timeout: Duration,
+    pub receive_wait_time: Duration,
+    pub retention: Duration,
+    /// Where messages go after too many receives (none for the DLQ itself).
+    pub redrive: Option<Redrive>,
+}
+
+/// Dead-letter policy of a work queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redrive {
+    pub dead_letter_queue: String,
+    pub max_receive_count: u32,
+}
+
+/// What `ensure` did, so `init` can say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ensured {
+    Created,
+    /// Existed with other attributes; these were changed (attribute names).
+    Updated(Vec<String>),
+    Unchanged,
+}
+
+/// A message to send: a body and optional string attributes (e.g. the reason a
+/// body was dead-lettered unchanged).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outgoing {
+    pub body: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Outgoing {
+    /// A message with a body and no attributes.
+    pub fn body(body: impl Into<String>) -> Self {
+        Outgoing { body: body.into(), attributes: BTreeMap::new() }
+    }
+}
+
+/// A received message; `receipt` is needed to delete it or change its visibility.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub message_id: String,
+    pub receipt: String,
+    pub body: String,
+    pub attributes: BTreeMap<String, String>,
+    /// How many times this message has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// Approximate depths, as SQS reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Depths {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+impl Depths {
+    /// Nothing visible and nothing in flight.
+    pub fn is_empty(&self) -> bool {
+        self.visible == 0 && self.in_flight == 0 && self.delayed == 0
+    }
+}
+
+/// One queue.
+#[async_trait]
+pub trait WorkQueue: Send + Sync + std::fmt::Debug {
+    /// The queue's name.
+    fn name(&self) -> &str;
+
+    /// Send up to [`MAX_BATCH_ENTRIES`] messages. Returns, per entry in order,
+    /// `Ok(())` or the error of that entry (a partial failure is not an `Err`
+    /// of the call: the caller retries only the failed entries).
+    async fn send_batch(&self, messages: &[Outgoing]) -> Result<Vec<Result<()>>>;
+
+    /// Receive up to `max` (≤ 10) messages, waiting up to `wait` for the first.
+    /// `visibility` overrides the queue's visibility timeout for these messages.
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Option<Duration>,
+    ) -> Result<Vec<Received>>;
+
+    /// Delete a received message. Deleting an already deleted message is not an error.
+    async fn delete(&self, receipt: &str) -> Result<()>;
+
+    /// Change a received message's visibility: extend it, or `0` to return it now.
+    async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<()>;
+
+    /// Approximate depths.
+    async fn depths(&self) -> Result<Depths>;
+}
+
+/// A queue service: creates and opens queues by name.
+#[async_trait]
+pub trait QueueService: Send + Sync + std::fmt::Debug {
+    /// Create the queue, or bring an existing one to `spec`. Idempotent.
+    async fn ensure(&self, spec: &QueueSpec) -> Result<Ensured>;
+
+    /// Open an existing queue; a missing queue is an error naming it and
+    /// suggesting `commander init`.
+    async fn open(&self, name: &str) -> Result<Arc<dyn WorkQueue>>;
+}

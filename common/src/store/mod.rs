@@ -1,0 +1,162 @@
+//! The object-store abstraction: S3 ([`s3`], the only module that sees SDK
+//! errors) and local directories ([`dir`]). Listing, downup, check and
+//! verification go through [`ObjectStore`]; server-side copy is S3-only and is
+//! reached through [`ObjectStore::as_s3`].
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::Stream;
+
+use crate::error::Result;
+
+pub mod dir;
+pub mod s3;
+
+/// A stream of body chunks.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// One object as a listing sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub last_modified: Option<DateTime<Utc>>,
+    pub storage_class: Option<String>,
+    /// Owner id and display name, only when requested.
+    pub owner_id: Option<String>,
+    pub owner_name: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub objects: Vec<Listed>,
+    /// Common prefixes, when a delimiter was given.
+    pub prefixes: Vec<String>,
+    /// Continuation token for the next page; `None` when done.
+    pub next: Option<String>,
+}
+
+/// A listing request.
+#[derive(Debug, Clone, Default)]
+pub struct ListRequest {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub start_after: Option<String>,
+    pub continuation: Option<String>,
+    pub max_keys: Option<i32>,
+    pub fetch_owner: bool,
+}
+
+/// Content headers and user metadata: what a copy must carry over.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectAttrs {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    pub expires: Option<String>,
+    pub website_redirect: Option<String>,
+    /// User metadata (`x-amz-meta-*`), names lower-cased.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What HeadObject tells (or the filesystem, for directories).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// Quoted ETag as S3 returns it; `None` for directories (computed on demand).
+    pub etag: Option<String>,
+    pub last_modified: Option<DateTime<Utc>>,
+    pub storage_class: Option<String>,
+    pub version_id: Option<String>,
+    /// Number of parts for a multipart object (from the ETag suffix or HEAD).
+    pub parts_count: Option<u32>,
+    /// `x-amz-server-side-encryption`, e.g. `aws:kms` (ETags are then not MD5s).
+    pub sse: Option<String>,
+    /// Additional checksums, by algorithm name (`CRC32`, `CRC32C`, `SHA1`, `SHA256`, `CRC64NVME`).
+    pub checksums: BTreeMap<String, String>,
+    pub attrs: ObjectAttrs,
+}
+
+/// How to write an object: attributes plus per-write options.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PutOptions {
+    pub attrs: ObjectAttrs,
+    /// Tags to set (`None`: leave none).
+    pub tags: Option<Vec<(String, String)>>,
+    pub storage_class: Option<String>,
+    /// Canned ACL (`None`: omit).
+    pub acl: Option<String>,
+}
+
+/// A completed part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    pub number: i32,
+    pub etag: String,
+}
+
+/// A store of objects addressed by key.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// `s3://bucket` or `file:///root`, for messages and errors.
+    fn describe(&self) -> String;
+
+    /// One page of keys under a prefix, in key (byte) order.
+    async fn list_page(&self, req: &ListRequest) -> Result<ListPage>;
+
+    /// Metadata of an object; `Ok(None)` when it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
+
+    /// Size of part `part` (1-based) of a multipart object, to reproduce its layout.
+    async fn part_size(&self, key: &str, part: u32) -> Result<u64>;
+
+    /// Stream the object (or the inclusive byte `range`). `if_match`: fail with
+    /// `PreconditionFailed` if the ETag differs (so a copy is never a mix).
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&str>,
+    ) -> Result<ByteStream>;
+
+    /// Write a whole object in one request. Atomic: readers see the old or the new object.
+    async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<String>;
+
+    /// Start a multipart upload; returns its id.
+    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String>;
+
+    /// Upload one part; returns its ETag.
+    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes)
+        -> Result<String>;
+
+    /// Complete an upload; returns the object's ETag.
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<String>;
+
+    /// Abort an upload (so no orphaned parts are billed). Idempotent.
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()>;
+
+    /// Tags of an object (`Ok(None)` when the store has no tags, e.g. directories).
+    async fn get_tags(&self, key: &str) -> Result<Option<Vec<(String, String)>>>;
+
+    /// Replace the tags of an object.
+    async fn put_tags(&self, key: &str, tags: &[(String, String)]) -> Result<()>;
+
+    /// The S3 store behind this, for server-side copies.
+    fn as_s3(&self) -> Option<&s3::S3Store> {
+        None
+    }
+}
