@@ -136,3 +136,7 @@ pub fn server_env() -> Vec<(String, String)> {
         ("AWS_REGION".into(), REGION.into()),
     ]
 }
+
+pub mod queues;
+pub mod runs;
+pub mod stores;

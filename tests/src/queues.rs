@@ -1,0 +1,1 @@
+//! Test support: queues (see lib.rs).

@@ -1,0 +1,1 @@
+//! Test support: runs (see lib.rs).
