@@ -43,3 +43,582 @@ impl std::fmt::Display for Outcome {
         f.write_str(self.as_str())
     }
 }
+
+// ---------------------------------------------------------------------------
+// Completion reports: one row per key, written as gzip CSV objects under
+// `<location>/<job id>/<executor id>/<sequence>.csv.gz` (S3 Batch Operations style).
+// ---------------------------------------------------------------------------
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{ListRequest, ObjectStore, PutOptions};
+
+/// Column names of a report file, in order (the header row).
+pub const REPORT_COLUMNS: [&str; 13] = [
+    "job_id",
+    "executor_id",
+    "source",
+    "source_key",
+    "target",
+    "target_key",
+    "size",
+    "outcome",
+    "error_class",
+    "error_message",
+    "attempts",
+    "duration_ms",
+    "finished_at",
+];
+
+/// One key's outcome, as written to a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    pub job_id: String,
+    pub executor_id: String,
+    /// Source location (`s3://bucket` or `file:///dir`).
+    pub source: String,
+    pub source_key: String,
+    pub target: String,
+    pub target_key: String,
+    pub size: Option<u64>,
+    pub outcome: Outcome,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    pub attempts: u32,
+    pub duration_ms: u64,
+    pub finished_at: DateTime<Utc>,
+}
+
+impl ReportRow {
+    fn to_record(&self) -> [String; 13] {
+        [
+            self.job_id.clone(),
+            self.executor_id.clone(),
+            self.source.clone(),
+            self.source_key.clone(),
+            self.target.clone(),
+            self.target_key.clone(),
+            self.size.map(|s| s.to_string()).unwrap_or_default(),
+            self.outcome.as_str().to_string(),
+            self.error_class.clone().unwrap_or_default(),
+            self.error_message.clone().unwrap_or_default(),
+            self.attempts.to_string(),
+            self.duration_ms.to_string(),
+            self.finished_at.to_rfc3339(),
+        ]
+    }
+
+    fn from_record(rec: &csv::StringRecord, file: &str, line: u64) -> Result<Self> {
+        let bad = |what: &str| Error::input(format!("{file}:{line}"), format!("bad report row: {what}"));
+        if rec.len() != REPORT_COLUMNS.len() {
+            return Err(bad(&format!("{} columns, expected {}", rec.len(), REPORT_COLUMNS.len())));
+        }
+        let opt = |i: usize| Some(rec[i].to_string()).filter(|s| !s.is_empty());
+        Ok(ReportRow {
+            job_id: rec[0].to_string(),
+            executor_id: rec[1].to_string(),
+            source: rec[2].to_string(),
+            source_key: rec[3].to_string(),
+            target: rec[4].to_string(),
+            target_key: rec[5].to_string(),
+            size: opt(6).map(|s| s.parse().map_err(|_| bad("size"))).transpose()?,
+            outcome: parse_outcome(&rec[7]).ok_or_else(|| bad("outcome"))?,
+            error_class: opt(8),
+            error_message: opt(9),
+            attempts: rec[10].parse().map_err(|_| bad("attempts"))?,
+            duration_ms: rec[11].parse().map_err(|_| bad("duration_ms"))?,
+            finished_at: DateTime::parse_from_rfc3339(&rec[12])
+                .map_err(|_| bad("finished_at"))?
+                .with_timezone(&Utc),
+        })
+    }
+}
+
+fn parse_outcome(s: &str) -> Option<Outcome> {
+    [
+        Outcome::Copied,
+        Outcome::SkippedIdentical,
+        Outcome::TagsUpdated,
+        Outcome::SkippedFiltered,
+        Outcome::SourceMissing,
+        Outcome::Verified,
+        Outcome::Failed,
+    ]
+    .into_iter()
+    .find(|o| o.as_str() == s)
+}
+
+/// Encode rows as a gzip CSV file with a header.
+pub fn encode_rows(rows: &[ReportRow]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut w = csv::Writer::from_writer(gz);
+    w.write_record(REPORT_COLUMNS).expect("write to memory");
+    for r in rows {
+        w.write_record(r.to_record()).expect("write to memory");
+    }
+    let gz = w.into_inner().expect("flush to memory");
+    gz.finish().expect("finish gzip in memory")
+}
+
+/// Decode a gzip CSV report file; `file` names it in errors.
+pub fn decode_rows(data: &[u8], file: &str) -> Result<Vec<ReportRow>> {
+    let mut text = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut text)
+        .map_err(|e| Error::input(file, format!("not a gzip report file: {e}")))?;
+    let mut r = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_slice());
+    let mut rows = Vec::new();
+    for (i, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| Error::input(format!("{file}:{}", i + 2), e.to_string()))?;
+        rows.push(ReportRow::from_record(&rec, file, i as u64 + 2)?);
+    }
+    Ok(rows)
+}
+
+/// Where reports and job records live: a store plus a key prefix (`""` or ending in `/`).
+#[derive(Debug, Clone)]
+pub struct ReportLocation {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: String,
+}
+
+impl ReportLocation {
+    /// `prefix` is normalised to end in `/` (unless empty).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
+        let mut prefix = prefix.to_string();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        ReportLocation { store, prefix }
+    }
+
+    /// Key of a report file.
+    pub fn report_key(&self, job_id: &str, executor_id: &str, seq: u64) -> String {
+        format!("{}{job_id}/{executor_id}/{seq:08}.csv.gz", self.prefix)
+    }
+
+    /// Key of a job's record.
+    pub fn job_key(&self, job_id: &str) -> String {
+        format!("{}{job_id}/job.json", self.prefix)
+    }
+
+    async fn read_all(&self, key: &str) -> Result<Vec<u8>> {
+        let mut stream = self.store.get(key, None, None).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+
+    /// Write the job record (overwrites).
+    pub async fn write_job(&self, job: &JobRecord) -> Result<()> {
+        let body = serde_json::to_vec_pretty(job).expect("JobRecord serializes");
+        let opts = PutOptions {
+            attrs: crate::store::ObjectAttrs {
+                content_type: Some("application/json".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        self.store.put(&self.job_key(&job.job_id), Bytes::from(body), &opts).await?;
+        Ok(())
+    }
+
+    /// Read a job record; `Ok(None)` when the job has none.
+    pub async fn read_job(&self, job_id: &str) -> Result<Option<JobRecord>> {
+        let key = self.job_key(job_id);
+        if self.store.head(&key).await?.is_none() {
+            return Ok(None);
+        }
+        let data = self.read_all(&key).await?;
+        serde_json::from_slice(&data)
+            .map(Some)
+            .map_err(|e| Error::input(format!("{}{key}", self.store.describe()), format!("bad job record: {e}")))
+    }
+
+    /// Every job id that has a record, newest last by `started_at`.
+    pub async fn jobs(&self) -> Result<Vec<JobRecord>> {
+        let mut req = ListRequest {
+            prefix: self.prefix.clone(),
+            delimiter: Some("/".into()),
+            ..Default::default()
+        };
+        let mut prefixes = Vec::new();
+        loop {
+            let page = self.store.list_page(&req).await?;
+            prefixes.extend(page.prefixes);
+            match page.next {
+                Some(t) => req.continuation = Some(t),
+                None => break,
+            }
+        }
+        let mut jobs = Vec::new();
+        for p in prefixes {
+            let id = p[self.prefix.len()..].trim_end_matches('/');
+            if let Some(j) = self.read_job(id).await? {
+                jobs.push(j);
+            }
+        }
+        jobs.sort_by_key(|j| j.started_at);
+        Ok(jobs)
+    }
+
+    /// Every report file of a job, in key order.
+    pub async fn report_files(&self, job_id: &str) -> Result<Vec<String>> {
+        let mut req = ListRequest {
+            prefix: format!("{}{job_id}/", self.prefix),
+            ..Default::default()
+        };
+        let mut keys = Vec::new();
+        loop {
+            let page = self.store.list_page(&req).await?;
+            keys.extend(
+                page.objects
+                    .into_iter()
+                    .map(|o| o.key)
+                    .filter(|k| k.ends_with(".csv.gz")),
+            );
+            match page.next {
+                Some(t) => req.continuation = Some(t),
+                None => break,
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Read every row of a job, calling `f` per row (memory: one file at a time).
+    pub async fn for_each_row(&self, job_id: &str, mut f: impl FnMut(ReportRow)) -> Result<()> {
+        for key in self.report_files(job_id).await? {
+            let data = self.read_all(&key).await?;
+            for row in decode_rows(&data, &key)? {
+                f(row);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `commander run` records about a job, next to its reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub source: String,
+    pub target: String,
+    pub started_at: DateTime<Utc>,
+    /// `None` while the commander is still listing.
+    pub finished_at: Option<DateTime<Utc>>,
+    pub objects: u64,
+    pub bytes: u64,
+    pub messages: u64,
+    /// Messages sent per work queue.
+    pub per_queue: BTreeMap<String, u64>,
+    /// Keys skipped by each listing filter.
+    pub skipped: BTreeMap<String, u64>,
+}
+
+/// Records rows and flushes them every `flush_rows` rows or `flush_interval`,
+/// from a background task. A crash loses at most the unflushed interval (those
+/// keys are redelivered anyway, because their messages were not yet deleted... or
+/// were: then they are simply missing from the report, never wrong).
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    tx: mpsc::Sender<ReportRow>,
+}
+
+/// Handle to wait for the reporter's final flush.
+#[derive(Debug)]
+pub struct ReporterTask {
+    handle: tokio::task::JoinHandle<Result<u64>>,
+}
+
+impl ReporterTask {
+    /// Wait until every recorded row is written; returns the number of files written.
+    pub async fn finish(self) -> Result<u64> {
+        self.handle
+            .await
+            .map_err(|e| Error::new(ErrorKind::Permanent, "ReportWriter", "report", e.to_string()))?
+    }
+}
+
+impl Reporter {
+    /// Start the writer task. Dropping every `Reporter` clone ends it after a final flush.
+    pub fn start(
+        location: ReportLocation,
+        executor_id: String,
+        flush_rows: usize,
+        flush_interval: Duration,
+    ) -> (Reporter, ReporterTask) {
+        let (tx, rx) = mpsc::channel(flush_rows.max(1) * 2);
+        let handle = tokio::spawn(write_loop(location, executor_id, flush_rows.max(1), flush_interval, rx));
+        (Reporter { tx }, ReporterTask { handle })
+    }
+
+    /// Record one row (waits only if the writer is far behind).
+    pub async fn record(&self, row: ReportRow) {
+        if self.tx.send(row).await.is_err() {
+            tracing::error!("report writer has stopped; a report row was dropped");
+        }
+    }
+}
+
+async fn write_loop(
+    loc: ReportLocation,
+    executor_id: String,
+    flush_rows: usize,
+    interval: Duration,
+    mut rx: mpsc::Receiver<ReportRow>,
+) -> Result<u64> {
+    let mut pending: HashMap<String, Vec<ReportRow>> = HashMap::new();
+    let mut count = 0usize;
+    let mut seq = 0u64;
+    let mut files = 0u64;
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        let closed = tokio::select! {
+            row = rx.recv() => match row {
+                Some(row) => {
+                    pending.entry(row.job_id.clone()).or_default().push(row);
+                    count += 1;
+                    if count < flush_rows { continue; }
+                    false
+                }
+                None => true,
+            },
+            _ = tick.tick() => false,
+        };
+        for (job, rows) in pending.drain() {
+            if rows.is_empty() {
+                continue;
+            }
+            let key = loc.report_key(&job, &executor_id, seq);
+            seq += 1;
+            let body = Bytes::from(encode_rows(&rows));
+            let opts = PutOptions::default();
+            let put = || async { loc.store.put(&key, body.clone(), &opts).await };
+            use backon::Retryable;
+            match put
+                .retry(backon::ExponentialBuilder::default().with_jitter().with_max_times(5))
+                .when(|e: &Error| e.kind.is_retryable())
+                .await
+            {
+                Ok(_) => files += 1,
+                Err(e) => tracing::error!(error = %e, rows = rows.len(), key, "could not write a report file"),
+            }
+        }
+        count = 0;
+        if closed {
+            return Ok(files);
+        }
+    }
+}
+
+/// A job's outcome counts, deduplicated by source key (a key worked twice, after a
+/// redelivery, counts once with its latest outcome).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub total: u64,
+    pub succeeded: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub source_missing: u64,
+    pub bytes: u64,
+    pub by_outcome: BTreeMap<String, u64>,
+    /// Failure classes with counts and up to three example keys.
+    pub failures: BTreeMap<String, FailureClass>,
+    /// Rows read (before deduplication).
+    pub rows: u64,
+    pub first_finished: Option<DateTime<Utc>>,
+    pub last_finished: Option<DateTime<Utc>>,
+}
+
+/// One failure class in a [`Summary`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FailureClass {
+    pub count: u64,
+    pub examples: Vec<String>,
+}
+
+/// Aggregates rows into a [`Summary`] and, optionally, the failed keys.
+/// Memory: about 24 bytes per distinct key (a hash, a timestamp and an outcome).
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    latest: HashMap<u64, (i64, Outcome, u64)>,
+    rows: u64,
+    first: Option<DateTime<Utc>>,
+    last: Option<DateTime<Utc>>,
+    failed_rows: Vec<ReportRow>,
+    keep_failed: bool,
+}
+
+fn key_hash(row: &ReportRow) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    row.source.hash(&mut h);
+    row.source_key.hash(&mut h);
+    h.finish()
+}
+
+impl Aggregator {
+    /// `keep_failed`: remember failed rows (for a failures manifest).
+    pub fn new(keep_failed: bool) -> Self {
+        Aggregator { keep_failed, ..Default::default() }
+    }
+
+    /// Add one row.
+    pub fn add(&mut self, row: ReportRow) {
+        self.rows += 1;
+        self.first = Some(self.first.map_or(row.finished_at, |f| f.min(row.finished_at)));
+        self.last = Some(self.last.map_or(row.finished_at, |f| f.max(row.finished_at)));
+        let ts = row.finished_at.timestamp_micros();
+        let h = key_hash(&row);
+        let newer = self.latest.get(&h).is_none_or(|(t, _, _)| ts >= *t);
+        if newer {
+            self.latest.insert(h, (ts, row.outcome, row.size.unwrap_or(0)));
+        }
+        if self.keep_failed && row.outcome == Outcome::Failed {
+            self.failed_rows.push(row);
+        }
+    }
+
+    /// The summary, and the rows whose latest outcome is `failed`.
+    pub fn finish(self) -> (Summary, Vec<ReportRow>) {
+        let mut s = Summary {
+            rows: self.rows,
+            first_finished: self.first,
+            last_finished: self.last,
+            ..Default::default()
+        };
+        for (_, outcome, size) in self.latest.values() {
+            s.total += 1;
+            *s.by_outcome.entry(outcome.as_str().to_string()).or_default() += 1;
+            match outcome {
+                Outcome::Copied | Outcome::TagsUpdated | Outcome::Verified => {
+                    s.succeeded += 1;
+                    s.bytes += size;
+                }
+                Outcome::SkippedIdentical | Outcome::SkippedFiltered => s.skipped += 1,
+                Outcome::SourceMissing => s.source_missing += 1,
+                Outcome::Failed => s.failed += 1,
+            }
+        }
+        let mut failed = Vec::new();
+        for row in self.failed_rows {
+            let h = key_hash(&row);
+            let still_failed = self
+                .latest
+                .get(&h)
+                .is_some_and(|(t, o, _)| *o == Outcome::Failed && *t == row.finished_at.timestamp_micros());
+            if still_failed {
+                let class = row.error_class.clone().unwrap_or_else(|| "Unknown".into());
+                let fc = s.failures.entry(class).or_default();
+                fc.count += 1;
+                if fc.examples.len() < 3 {
+                    fc.examples.push(format!(
+                        "{}: {}",
+                        row.source_key,
+                        row.error_message.clone().unwrap_or_default()
+                    ));
+                }
+                failed.push(row);
+            }
+        }
+        (s, failed)
+    }
+}
+
+/// A failures manifest in the `bucket,key` CSV format `commander run --csv-manifest`
+/// reads (keys percent-encoded). Rows whose source is not a bucket are skipped.
+pub fn failures_manifest(rows: &[ReportRow]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        if let Some(bucket) = r.source.strip_prefix("s3://") {
+            let bucket = bucket.split('/').next().unwrap_or(bucket);
+            out.push_str(bucket);
+            out.push(',');
+            out.push_str(&encode_key(&r.source_key));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// RFC 3986 percent-encoding of a key for CSV manifests (`/` kept).
+pub fn encode_key(key: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(key, SET).to_string()
+}
+
+/// Write helper used by tests and tools: encode to a `Write`.
+pub fn write_rows(rows: &[ReportRow], mut w: impl Write) -> std::io::Result<()> {
+    w.write_all(&encode_rows(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str, outcome: Outcome, t: i64) -> ReportRow {
+        ReportRow {
+            job_id: "j".into(),
+            executor_id: "e".into(),
+            source: "s3://src".into(),
+            source_key: key.into(),
+            target: "s3://dst".into(),
+            target_key: key.into(),
+            size: Some(10),
+            outcome,
+            error_class: (outcome == Outcome::Failed).then(|| "AccessDenied".into()),
+            error_message: (outcome == Outcome::Failed).then(|| "denied, \"quoted\"\nline".into()),
+            attempts: 1,
+            duration_ms: 5,
+            finished_at: DateTime::from_timestamp(t, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_through_gzip_csv() {
+        let rows = vec![row("a b,c", Outcome::Copied, 1), row("ü/\"x\"", Outcome::Failed, 2)];
+        assert_eq!(decode_rows(&encode_rows(&rows), "f").unwrap(), rows);
+        let e = decode_rows(b"nope", "some/file.csv.gz").unwrap_err();
+        assert!(e.to_string().contains("some/file.csv.gz"));
+    }
+
+    #[test]
+    fn aggregation_dedupes_by_key_latest_wins() {
+        let mut a = Aggregator::new(true);
+        a.add(row("k1", Outcome::Failed, 1));
+        a.add(row("k1", Outcome::Copied, 5)); // redriven and copied later
+        a.add(row("k2", Outcome::Failed, 3));
+        a.add(row("k3", Outcome::SkippedIdentical, 3));
+        a.add(row("k4", Outcome::SourceMissing, 3));
+        let (s, failed) = a.finish();
+        assert_eq!((s.total, s.succeeded, s.failed, s.skipped, s.source_missing), (4, 1, 1, 1, 1));
+        assert_eq!(s.rows, 5);
+        assert_eq!(s.bytes, 10);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].source_key, "k2");
+        assert_eq!(s.failures["AccessDenied"].count, 1);
+        assert_eq!(failures_manifest(&failed), "src,k2\n");
+    }
+
+    #[test]
+    fn manifest_keys_are_percent_encoded() {
+        assert_eq!(encode_key("a b+c%/ü"), "a%20b%2Bc%25/%C3%BC");
+    }
+}
