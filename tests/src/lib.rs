@@ -137,6 +137,7 @@ pub fn server_env() -> Vec<(String, String)> {
     ]
 }
 
+pub mod faultproxy;
 pub mod queues;
 pub mod runs;
 pub mod stores;

@@ -1,0 +1,414 @@
+//! A fault-injecting HTTP proxy for tests: sits on a loopback port in front of
+//! the test server and, at configurable rates, answers `503 SlowDown`, `500
+//! InternalError`, resets connections, delays responses, truncates response
+//! bodies, returns S3's "200 OK with an error body" on CopyObject /
+//! UploadPartCopy / CompleteMultipartUpload, and fails some entries of an SQS
+//! SendMessageBatch (those entries are really not sent). Binaries and clients
+//! run through it with their normal configuration (just another endpoint URL).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::{Rng, SeedableRng};
+
+/// A kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Fault {
+    /// 503 SlowDown (S3) / 503 throttling (SQS).
+    SlowDown,
+    /// 500 InternalError.
+    InternalError,
+    /// Close the connection without an answer.
+    Reset,
+    /// Forward after a delay.
+    Delay,
+    /// Forward, but cut the response body in half (the length header still promises all of it).
+    Truncate,
+    /// S3's "200 OK with an error body" on copies and multipart completion (not forwarded).
+    ErrorBody200,
+    /// Fail some entries of an SQS SendMessageBatch (those are not forwarded).
+    BatchEntries,
+}
+
+/// Which requests are faulted and how.
+#[derive(Debug, Clone)]
+pub struct FaultConfig {
+    /// Probability of a fault on an S3 request.
+    pub s3_rate: f64,
+    /// Probability of a fault on an SQS request.
+    pub sqs_rate: f64,
+    /// Faults to choose from (uniformly, among those that apply to the request).
+    pub kinds: Vec<Fault>,
+    /// Until this instant every request gets a SlowDown (a throttling storm).
+    pub storm_until: Option<Instant>,
+    /// Delay used by [`Fault::Delay`].
+    pub delay: Duration,
+    /// Only these SQS operations (e.g. `SendMessageBatch`); empty = all.
+    pub sqs_ops: Vec<String>,
+}
+
+impl Default for FaultConfig {
+    fn default() -> Self {
+        FaultConfig {
+            s3_rate: 0.0,
+            sqs_rate: 0.0,
+            kinds: Vec::new(),
+            storm_until: None,
+            delay: Duration::from_millis(300),
+            sqs_ops: Vec::new(),
+        }
+    }
+}
+
+/// Counts of what the proxy did, per operation and fault.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub requests: u64,
+    pub faulted: BTreeMap<(String, String), u64>,
+}
+
+impl Stats {
+    /// Total faults injected.
+    pub fn total_faults(&self) -> u64 {
+        self.faulted.values().sum()
+    }
+}
+
+struct State {
+    config: FaultConfig,
+    stats: Stats,
+    rng: rand::rngs::StdRng,
+}
+
+/// A running proxy; dropping it stops accepting connections.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type ProxyBody = BoxBody<Bytes, std::io::Error>;
+
+fn full(b: impl Into<Bytes>) -> ProxyBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+impl FaultProxy {
+    /// Start a proxy to `upstream` (e.g. `http://127.0.0.1:5000`) with a seeded RNG.
+    pub async fn start(upstream: &str, config: FaultConfig, seed: u64) -> FaultProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let state = Arc::new(Mutex::new(State {
+            config,
+            stats: Stats::default(),
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }));
+        let upstream: Arc<str> = upstream.trim_end_matches('/').into();
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .build_http();
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (st, client, upstream) = (st.clone(), client.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        handle(req, st.clone(), client.clone(), upstream.clone())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FaultProxy { addr, state, task }
+    }
+
+    /// The proxy's URL, to use as an endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Change the fault configuration while running.
+    pub fn set_config(&self, config: FaultConfig) {
+        self.state.lock().unwrap().config = config;
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.state.lock().unwrap().stats.clone()
+    }
+}
+
+/// The operation a request is, as far as the fault rules care.
+fn classify(req: &Request<Incoming>) -> (bool, String) {
+    if let Some(t) = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+    {
+        return (true, t.rsplit('.').next().unwrap_or(t).to_string());
+    }
+    let q = req.uri().query().unwrap_or("");
+    let has = |p: &str| {
+        q.split('&')
+            .any(|kv| kv == p || kv.starts_with(&format!("{p}=")))
+    };
+    let copy = req.headers().contains_key("x-amz-copy-source");
+    let op = match *req.method() {
+        hyper::Method::PUT if copy && has("partNumber") => "UploadPartCopy",
+        hyper::Method::PUT if copy => "CopyObject",
+        hyper::Method::PUT if has("partNumber") => "UploadPart",
+        hyper::Method::PUT if has("tagging") => "PutObjectTagging",
+        hyper::Method::PUT => "PutObject",
+        hyper::Method::POST if has("uploadId") => "CompleteMultipartUpload",
+        hyper::Method::POST if has("uploads") => "CreateMultipartUpload",
+        hyper::Method::POST if has("Action") || q.is_empty() && req.uri().path() == "/" => {
+            "SqsQuery"
+        }
+        hyper::Method::GET if has("tagging") => "GetObjectTagging",
+        hyper::Method::GET if has("list-type") || req.uri().path().matches('/').count() <= 1 => {
+            "List"
+        }
+        hyper::Method::GET => "GetObject",
+        hyper::Method::HEAD => "HeadObject",
+        hyper::Method::DELETE => "Delete",
+        _ => "Other",
+    };
+    (op == "SqsQuery", op.to_string())
+}
+
+fn s3_error(status: StatusCode, code: &str) -> Response<ProxyBody> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the fault proxy</Message><RequestId>fault</RequestId></Error>"
+    );
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/xml")
+        .body(full(body))
+        .unwrap()
+}
+
+fn sqs_error(status: StatusCode, code: &str) -> Response<ProxyBody> {
+    let body = format!("{{\"__type\":\"{code}\",\"message\":\"injected by the fault proxy\"}}");
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amzn-query-error", format!("{code};Receiver"))
+        .body(full(body))
+        .unwrap()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    upstream: Arc<str>,
+) -> Result<Response<ProxyBody>, std::io::Error> {
+    let (is_sqs, op) = classify(&req);
+    let fault = {
+        let mut st = state.lock().unwrap();
+        st.stats.requests += 1;
+        let cfg = st.config.clone();
+        let storm = cfg.storm_until.is_some_and(|t| Instant::now() < t);
+        let fault = if storm {
+            Some(Fault::SlowDown)
+        } else {
+            let rate = if is_sqs { cfg.sqs_rate } else { cfg.s3_rate };
+            let op_ok = !is_sqs || cfg.sqs_ops.is_empty() || cfg.sqs_ops.iter().any(|o| *o == op);
+            let applicable: Vec<Fault> = cfg
+                .kinds
+                .iter()
+                .copied()
+                .filter(|k| match k {
+                    Fault::ErrorBody200 => {
+                        matches!(
+                            op.as_str(),
+                            "CopyObject" | "UploadPartCopy" | "CompleteMultipartUpload"
+                        )
+                    }
+                    Fault::BatchEntries => op == "SendMessageBatch",
+                    Fault::Truncate => !is_sqs && op == "GetObject",
+                    _ => true,
+                })
+                .collect();
+            if op_ok && !applicable.is_empty() && st.rng.random_bool(rate.clamp(0.0, 1.0)) {
+                Some(applicable[st.rng.random_range(0..applicable.len())])
+            } else {
+                None
+            }
+        };
+        if let Some(f) = fault {
+            *st.stats
+                .faulted
+                .entry((op.clone(), format!("{f:?}")))
+                .or_default() += 1;
+        }
+        fault
+    };
+    let delay = state.lock().unwrap().config.delay;
+    match fault {
+        Some(Fault::SlowDown) if is_sqs => {
+            return Ok(sqs_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+            ))
+        }
+        Some(Fault::SlowDown) => return Ok(s3_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")),
+        Some(Fault::InternalError) if is_sqs => {
+            return Ok(sqs_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+            ))
+        }
+        Some(Fault::InternalError) => {
+            return Ok(s3_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError"))
+        }
+        Some(Fault::Reset) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "injected reset",
+            ))
+        }
+        Some(Fault::ErrorBody200) => return Ok(s3_error(StatusCode::OK, "InternalError")),
+        Some(Fault::Delay) => tokio::time::sleep(delay).await,
+        _ => {}
+    }
+
+    let (parts, body) = req.into_parts();
+    let mut body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    let mut failed_entries: Vec<String> = Vec::new();
+    if fault == Some(Fault::BatchEntries) {
+        if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
+            if let Some(entries) = v.get_mut("Entries").and_then(|e| e.as_array_mut()) {
+                let n = entries.len();
+                let fail = {
+                    let mut st = state.lock().unwrap();
+                    let k = st.rng.random_range(1..=n.max(1));
+                    let mut idx: Vec<usize> = (0..n).collect();
+                    for i in 0..n {
+                        let j = st.rng.random_range(i..n);
+                        idx.swap(i, j);
+                    }
+                    idx.truncate(k);
+                    idx
+                };
+                let mut keep = Vec::new();
+                for (i, e) in entries.drain(..).enumerate() {
+                    if fail.contains(&i) {
+                        failed_entries.push(
+                            e.get("Id")
+                                .and_then(|x| x.as_str())
+                                .unwrap_or("")
+                                .to_string(),
+                        );
+                    } else {
+                        keep.push(e);
+                    }
+                }
+                *entries = keep;
+                body = Bytes::from(serde_json::to_vec(&v).unwrap());
+            }
+        }
+    }
+
+    let failed_json = |ids: &[String]| -> Vec<serde_json::Value> {
+        ids.iter()
+            .map(|id| serde_json::json!({"Id": id, "SenderFault": false, "Code": "InternalError", "Message": "injected by the fault proxy"}))
+            .collect()
+    };
+    if fault == Some(Fault::BatchEntries) && body_entries_empty(&body) {
+        let v = serde_json::json!({"Successful": [], "Failed": failed_json(&failed_entries)});
+        return Ok(Response::builder()
+            .status(200)
+            .header("content-type", "application/x-amz-json-1.0")
+            .body(full(serde_json::to_vec(&v).unwrap()))
+            .unwrap());
+    }
+
+    let uri = format!(
+        "{upstream}{}",
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut up = Request::builder().method(parts.method.clone()).uri(uri);
+    for (k, v) in parts.headers.iter() {
+        if k == "content-length" {
+            continue;
+        }
+        up = up.header(k, v);
+    }
+    up = up.header("content-length", body.len());
+    let up = up.body(Full::new(body)).map_err(std::io::Error::other)?;
+    let resp = client.request(up).await.map_err(std::io::Error::other)?;
+    let (mut rparts, rbody) = resp.into_parts();
+    let rbytes = rbody
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+
+    if !failed_entries.is_empty() {
+        if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&rbytes) {
+            let failed = v
+                .as_object_mut()
+                .map(|o| o.entry("Failed").or_insert_with(|| serde_json::json!([])));
+            if let Some(serde_json::Value::Array(a)) = failed {
+                a.extend(failed_json(&failed_entries));
+            }
+            let out = serde_json::to_vec(&v).unwrap();
+            rparts.headers.insert("content-length", out.len().into());
+            return Ok(Response::from_parts(rparts, full(out)));
+        }
+    }
+    if fault == Some(Fault::Truncate) && rbytes.len() > 1 {
+        let half = rbytes.slice(..rbytes.len() / 2);
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+            Ok(Frame::data(half)),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "injected truncation",
+            )),
+        ];
+        let body = StreamBody::new(futures::stream::iter(frames)).boxed();
+        return Ok(Response::from_parts(rparts, body));
+    }
+    Ok(Response::from_parts(rparts, full(rbytes)))
+}
+
+fn body_entries_empty(body: &Bytes) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("Entries")
+                .and_then(|e| e.as_array())
+                .map(|a| a.is_empty())
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,180 @@
+//! The fault proxy itself: each fault reaches the SDK as the error it imitates,
+//! and failed SendMessageBatch entries are really not delivered.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use testsupport::faultproxy::{Fault, FaultConfig, FaultProxy};
+
+fn s3_via(url: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "t"))
+        .endpoint_url(url)
+        .force_path_style(true)
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+fn only(kind: Fault) -> FaultConfig {
+    FaultConfig {
+        s3_rate: 1.0,
+        sqs_rate: 1.0,
+        kinds: vec![kind],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn s3_faults_reach_the_client() {
+    let bucket = testsupport::bucket("fp").await;
+    testsupport::put(&bucket, "k", vec![7u8; 4096]).await;
+    let proxy = FaultProxy::start(&testsupport::endpoint(), FaultConfig::default(), 1).await;
+    let s3 = s3_via(&proxy.url());
+
+    // No faults: transparent.
+    let got = s3
+        .get_object()
+        .bucket(&bucket)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.body.collect().await.unwrap().into_bytes().len(), 4096);
+
+    proxy.set_config(only(Fault::SlowDown));
+    let e = s3
+        .head_object()
+        .bucket(&bucket)
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(503));
+
+    proxy.set_config(only(Fault::InternalError));
+    let e = s3
+        .get_object()
+        .bucket(&bucket)
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(500));
+
+    proxy.set_config(only(Fault::Reset));
+    let e = s3
+        .get_object()
+        .bucket(&bucket)
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.raw_response().is_none(), "a reset has no response: {e:?}");
+
+    proxy.set_config(only(Fault::Truncate));
+    // Small bodies are cut before the headers leave; larger ones mid-body: either
+    // way the client must never see a complete object.
+    match s3.get_object().bucket(&bucket).key("k").send().await {
+        Err(e) => assert!(e.raw_response().is_none(), "{e:?}"),
+        Ok(got) => assert!(
+            got.body.collect().await.is_err(),
+            "a truncated body must not read as complete"
+        ),
+    }
+
+    proxy.set_config(only(Fault::ErrorBody200));
+    let e = s3
+        .copy_object()
+        .bucket(&bucket)
+        .key("k2")
+        .copy_source(format!("{bucket}/k"))
+        .send()
+        .await;
+    assert!(
+        e.is_err(),
+        "200 with an error body must be an error for CopyObject"
+    );
+    proxy.set_config(FaultConfig::default());
+    assert!(
+        s3.head_object()
+            .bucket(&bucket)
+            .key("k2")
+            .send()
+            .await
+            .is_err(),
+        "the faulted copy was not forwarded"
+    );
+
+    let stats = proxy.stats();
+    assert_eq!(stats.total_faults(), 5);
+}
+
+#[tokio::test]
+async fn storm_throttles_everything_then_recovers() {
+    let bucket = testsupport::bucket("fp").await;
+    let proxy = FaultProxy::start(&testsupport::endpoint(), FaultConfig::default(), 2).await;
+    let s3 = s3_via(&proxy.url());
+    proxy.set_config(FaultConfig {
+        storm_until: Some(Instant::now() + Duration::from_secs(60)),
+        ..Default::default()
+    });
+    assert!(s3.list_objects_v2().bucket(&bucket).send().await.is_err());
+    proxy.set_config(FaultConfig {
+        storm_until: Some(Instant::now()),
+        ..Default::default()
+    });
+    assert!(s3.list_objects_v2().bucket(&bucket).send().await.is_ok());
+}
+
+#[tokio::test]
+async fn failed_batch_entries_are_not_delivered() {
+    let proxy = FaultProxy::start(&testsupport::endpoint(), only(Fault::BatchEntries), 3).await;
+    let direct = testsupport::sqs();
+    let name = testsupport::unique("fpq");
+    let url = direct
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let conf = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "testing", "testing", None, None, "t",
+        ))
+        .endpoint_url(proxy.url())
+        .build();
+    let via = aws_sdk_sqs::Client::from_conf(conf);
+    let mut req = via.send_message_batch().queue_url(&url);
+    for i in 0..10 {
+        req = req.entries(
+            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(format!("m{i}"))
+                .build()
+                .unwrap(),
+        );
+    }
+    let out = req.send().await.unwrap();
+    let failed = out.failed().len();
+    assert!(failed >= 1, "the proxy fails at least one entry");
+    assert_eq!(out.successful().len() + failed, 10);
+    let mut delivered = 0;
+    for _ in 0..5 {
+        let r = direct
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        delivered += r.messages().len();
+    }
+    assert_eq!(delivered, 10 - failed);
+}
