@@ -97,14 +97,14 @@ pub fn encode(batch: &Batch) -> String {
 /// Decode a message body: the current format or the legacy one. A body that is
 /// neither is an [`ErrorKind::Invalid`] error saying why (it goes to the DLQ unchanged).
 pub fn decode(body: &str) -> Result<Batch> {
-    let value: serde_json::Value = serde_json::from_str(body)
-        .map_err(|e| invalid(format!("message is not JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| invalid(format!("message is not JSON: {e}")))?;
     let obj = value
         .as_object()
         .ok_or_else(|| invalid("message is not a JSON object".to_string()))?;
     if obj.contains_key("v") {
-        let batch: Batch = serde_json::from_value(value)
-            .map_err(|e| invalid(format!("bad message: {e}")))?;
+        let batch: Batch =
+            serde_json::from_value(value).map_err(|e| invalid(format!("bad message: {e}")))?;
         if batch.v != MESSAGE_VERSION {
             return Err(invalid(format!(
                 "unsupported message version {} (this executor reads {MESSAGE_VERSION})",
@@ -167,7 +167,11 @@ fn unquote(s: &str) -> Result<String> {
     percent_encoding::percent_decode_str(s)
         .decode_utf8()
         .map(|c| c.into_owned())
-        .map_err(|_| invalid(format!("legacy key `{s}` is not valid percent-encoded UTF-8")))
+        .map_err(|_| {
+            invalid(format!(
+                "legacy key `{s}` is not valid percent-encoded UTF-8"
+            ))
+        })
 }
 
 fn invalid(message: String) -> Error {
@@ -223,7 +227,9 @@ impl BatchBuilder {
 
     /// Add a key; returns the batch it closed, if adding it closed one.
     pub fn push(&mut self, key: KeyItem) -> Option<Batch> {
-        let key_len = serde_json::to_string(&key).expect("KeyItem serializes").len();
+        let key_len = serde_json::to_string(&key)
+            .expect("KeyItem serializes")
+            .len();
         let sep = usize::from(!self.keys.is_empty());
         let mut closed = None;
         if !self.keys.is_empty() && self.bytes + sep + key_len > self.max_bytes {
@@ -263,7 +269,11 @@ mod tests {
     use super::*;
 
     fn key(k: &str) -> KeyItem {
-        KeyItem { key: k.to_string(), size: Some(1), ..KeyItem::default() }
+        KeyItem {
+            key: k.to_string(),
+            size: Some(1),
+            ..KeyItem::default()
+        }
     }
 
     #[test]
@@ -273,7 +283,13 @@ mod tests {
             job_id: "j".into(),
             source: "s3://a".into(),
             target: "file:///t".into(),
-            keys: vec![key("a b+c%/ü"), KeyItem { target_key: Some("x/y".into()), ..key("y") }],
+            keys: vec![
+                key("a b+c%/ü"),
+                KeyItem {
+                    target_key: Some("x/y".into()),
+                    ..key("y")
+                },
+            ],
         };
         assert_eq!(decode(&encode(&b)).unwrap(), b);
     }
@@ -294,9 +310,18 @@ mod tests {
             ("not json", "not JSON"),
             ("[1]", "not a JSON object"),
             ("{}", "neither"),
-            (r#"{"v":2,"job_id":"j","source":"s3://a","target":"s3://b","keys":[{"key":"k"}]}"#, "version 2"),
-            (r#"{"v":1,"job_id":"j","source":"s3://a","target":"s3://b","keys":[]}"#, "no keys"),
-            (r#"{"v":1,"job_id":"j","source":"s3://a","target":"s3://b","keys":[{"key":""}]}"#, "empty key"),
+            (
+                r#"{"v":2,"job_id":"j","source":"s3://a","target":"s3://b","keys":[{"key":"k"}]}"#,
+                "version 2",
+            ),
+            (
+                r#"{"v":1,"job_id":"j","source":"s3://a","target":"s3://b","keys":[]}"#,
+                "no keys",
+            ),
+            (
+                r#"{"v":1,"job_id":"j","source":"s3://a","target":"s3://b","keys":[{"key":""}]}"#,
+                "empty key",
+            ),
         ] {
             let e = decode(body).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Invalid);
@@ -307,7 +332,9 @@ mod tests {
     #[test]
     fn batches_close_on_count_and_on_size() {
         let mut b = BatchBuilder::new("j", "s3://a", "s3://b", 3, 1 << 20);
-        let closed: Vec<_> = (0..7).filter_map(|i| b.push(key(&format!("k{i}")))).collect();
+        let closed: Vec<_> = (0..7)
+            .filter_map(|i| b.push(key(&format!("k{i}"))))
+            .collect();
         assert_eq!(closed.len(), 2);
         assert_eq!(b.take().unwrap().keys.len(), 1);
 
@@ -321,6 +348,83 @@ mod tests {
         assert_eq!(all.iter().map(|b| b.keys.len()).sum::<usize>(), 100);
         for batch in &all {
             assert!(encode(batch).len() <= 8 * 1024, "{}", encode(batch).len());
+        }
+    }
+
+    #[test]
+    fn hostile_keys_are_rejected_with_a_reason() {
+        let long = "k".repeat(1025);
+        for (body, why) in [
+            (format!(r#"{{"v":1,"job_id":"j","source":"s3://a","target":"s3://b","keys":[{{"key":"{long}"}}]}}"#), "1,024"),
+            (r#"{"source_bucket":"a","target_bucket":"b","keys":[{"source_key":"%FF%FE"}]}"#.to_string(), "percent-encoded"),
+            (r#"{"source_bucket":"a","target_bucket":"b","keys":[{"source_key":""}]}"#.to_string(), "empty key"),
+            (r#"{"v":1,"job_id":"j","source":"s3://a","target":"s3://b","keys":[{"key":"k","extra":1}]}"#.to_string(), "unknown field"),
+        ] {
+            let e = decode(&body).unwrap_err();
+            assert_eq!(e.subject, "message");
+            assert!(e.message.contains(why), "{why}: {e}");
+        }
+        // Control characters are legal in S3 keys and survive a round trip.
+        let b = Batch {
+            v: 1,
+            job_id: "j".into(),
+            source: "s3://a".into(),
+            target: "s3://b".into(),
+            keys: vec![key("a\u{1}b\n\t\u{7f}")],
+        };
+        assert_eq!(decode(&encode(&b)).unwrap(), b);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics_on_any_text(body in ".{0,400}") {
+            if let Err(e) = decode(&body) {
+                proptest::prop_assert_eq!(e.kind, ErrorKind::Invalid);
+                proptest::prop_assert_eq!(e.subject.as_str(), "message");
+            }
+        }
+
+        #[test]
+        fn decode_never_panics_on_json_shaped_input(
+            keys in proptest::collection::vec(".{0,1100}", 0..4),
+            legacy in proptest::bool::ANY,
+            v in 0u32..3,
+        ) {
+            let body = if legacy {
+                serde_json::json!({"source_bucket": "a", "target_bucket": "b",
+                    "keys": keys.iter().map(|k| serde_json::json!({"source_key": k})).collect::<Vec<_>>()})
+            } else {
+                serde_json::json!({"v": v, "job_id": "j", "source": "s3://a", "target": "s3://b",
+                    "keys": keys.iter().map(|k| serde_json::json!({"key": k})).collect::<Vec<_>>()})
+            };
+            match decode(&body.to_string()) {
+                Ok(b) => {
+                    proptest::prop_assert!(!b.keys.is_empty());
+                    proptest::prop_assert!(b.keys.iter().all(|k| !k.key.is_empty() && k.key.len() <= 1024));
+                }
+                Err(e) => proptest::prop_assert_eq!(e.kind, ErrorKind::Invalid),
+            }
+        }
+
+        #[test]
+        fn every_batch_fits_and_no_key_is_lost(
+            keys in proptest::collection::vec("[a-z/\\u{80}-\\u{10ffff}]{1,300}", 1..200),
+            max_keys in 1usize..50,
+            max_bytes in 2048usize..20_000,
+        ) {
+            let mut b = BatchBuilder::new("job", "s3://a", "s3://b", max_keys, max_bytes);
+            let mut out = Vec::new();
+            for k in &keys {
+                out.extend(b.push(KeyItem { key: k.clone(), ..KeyItem::default() }));
+            }
+            out.extend(b.take());
+            let got: Vec<&str> = out.iter().flat_map(|b| b.keys.iter().map(|k| k.key.as_str())).collect();
+            let want: Vec<&str> = keys.iter().map(String::as_str).collect();
+            proptest::prop_assert_eq!(got, want);
+            for batch in &out {
+                proptest::prop_assert!(batch.keys.len() <= max_keys);
+                proptest::prop_assert!(encode(batch).len() <= max_bytes || batch.keys.len() == 1);
+            }
         }
     }
 }
