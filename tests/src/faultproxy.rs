@@ -234,7 +234,7 @@ async fn handle(
             Some(Fault::SlowDown)
         } else {
             let rate = if is_sqs { cfg.sqs_rate } else { cfg.s3_rate };
-            let op_ok = !is_sqs || cfg.sqs_ops.is_empty() || cfg.sqs_ops.iter().any(|o| *o == op);
+            let op_ok = !is_sqs || cfg.sqs_ops.is_empty() || cfg.sqs_ops.contains(&op);
             let applicable: Vec<Fault> = cfg
                 .kinds
                 .iter()
