@@ -14,6 +14,8 @@ use futures::Stream;
 use crate::error::Result;
 
 pub mod dir;
+pub mod etag;
+pub mod open;
 pub mod s3;
 
 /// A stream of body chunks.

@@ -1,2 +1,929 @@
-//! (to be written)
-pub struct S3Store;
+//! The S3 backend of [`ObjectStore`]: the only module that sees the SDK's error
+//! types. Every SDK error is turned into a [`common::Error`](crate::Error) by
+//! [`map_sdk_error`], which decides once whether it is retryable, a missing
+//! object, a changed source, a permission problem, an archived object or permanent.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use aws_sdk_s3::types::{
+    ChecksumMode, CompletedMultipartUpload, CompletedPart as SdkCompletedPart, EncodingType,
+    MetadataDirective, ObjectCannedAcl, StorageClass, Tag, Tagging, TaggingDirective,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::date_time::Format;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use super::{
+    ByteStream, CompletedPart, ListPage, ListRequest, Listed, ObjectAttrs, ObjectInfo, ObjectStore,
+    PutOptions,
+};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Bytes left as they are in a `x-amz-copy-source` header: RFC 3986 unreserved and `/`.
+const COPY_SOURCE_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Bytes left as they are in the `x-amz-tagging` header: RFC 3986 unreserved only.
+const TAGGING_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// One bucket on any S3-compatible endpoint, reached through a configured SDK client.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+/// The source of a server-side copy. `if_match` makes S3 refuse (412) when the
+/// source changed since it was listed, so a copy is never of a different version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopySource<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub version_id: Option<&'a str>,
+    pub if_match: Option<&'a str>,
+}
+
+impl CopySource<'_> {
+    /// The `x-amz-copy-source` header value: `bucket/urlencoded-key[?versionId=..]`.
+    /// Every byte of the key except unreserved characters and `/` is percent-encoded,
+    /// so keys with spaces, `+`, `%`, `?`, `#` or unicode reach S3 unchanged.
+    pub fn header(&self) -> String {
+        let mut out = format!(
+            "{}/{}",
+            self.bucket,
+            utf8_percent_encode(self.key, COPY_SOURCE_SET)
+        );
+        if let Some(v) = self.version_id {
+            out.push_str("?versionId=");
+            out.push_str(&utf8_percent_encode(v, TAGGING_SET).to_string());
+        }
+        out
+    }
+
+    fn subject(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+impl S3Store {
+    /// A store for `bucket` using `client` (endpoint, credentials and retries are the client's).
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        S3Store {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+
+    /// The SDK client, for callers that need an operation this store does not wrap.
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    /// The bucket this store reads and writes.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn subject(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, key)
+    }
+
+    /// CopyObject; `opts: None` = MetadataDirective COPY + TaggingDirective COPY
+    /// (storage class/ACL from `storage_class`/`acl`); `Some(opts)` = REPLACE with
+    /// opts' attrs/tags. Returns the new ETag. S3's "200 OK with an error body"
+    /// becomes an `Err` (the SDK parses it as an error; a reply without an ETag is
+    /// treated as one too).
+    pub async fn copy_object(
+        &self,
+        src: &CopySource<'_>,
+        key: &str,
+        opts: Option<&PutOptions>,
+        storage_class: Option<&str>,
+        acl: Option<&str>,
+    ) -> Result<String> {
+        let subject = self.subject(key);
+        let mut req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .copy_source(src.header())
+            .set_copy_source_if_match(src.if_match.map(str::to_string));
+        let (storage_class, acl) = match opts {
+            None => {
+                req = req
+                    .metadata_directive(MetadataDirective::Copy)
+                    .tagging_directive(TaggingDirective::Copy);
+                (storage_class, acl)
+            }
+            Some(o) => {
+                let a = &o.attrs;
+                req = req
+                    .metadata_directive(MetadataDirective::Replace)
+                    .set_content_type(a.content_type.clone())
+                    .set_content_encoding(a.content_encoding.clone())
+                    .set_content_disposition(a.content_disposition.clone())
+                    .set_content_language(a.content_language.clone())
+                    .set_cache_control(a.cache_control.clone())
+                    .set_website_redirect_location(a.website_redirect.clone())
+                    .set_metadata(metadata_map(&a.metadata))
+                    .set_expires(a.expires.as_deref().and_then(parse_http_date));
+                req = match &o.tags {
+                    Some(tags) => req
+                        .tagging_directive(TaggingDirective::Replace)
+                        .tagging(tagging_header(tags)),
+                    None => req.tagging_directive(TaggingDirective::Replace),
+                };
+                (
+                    o.storage_class.as_deref().or(storage_class),
+                    o.acl.as_deref().or(acl),
+                )
+            }
+        };
+        req = req
+            .set_storage_class(storage_class.map(StorageClass::from))
+            .set_acl(acl.map(ObjectCannedAcl::from));
+        let out = req.send().await.map_err(|e| {
+            // A missing *source* is what a copy's NotFound is about.
+            let err = map_sdk_error(e, &subject);
+            if err.kind == ErrorKind::NotFound && err.class != "NoSuchBucket" {
+                err.with_subject(src.subject())
+            } else {
+                err
+            }
+        })?;
+        out.copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Retryable,
+                    "CopyWithoutETag",
+                    subject,
+                    "CopyObject answered without an ETag (error in a 200 reply?)",
+                )
+            })
+    }
+
+    /// UploadPartCopy of an inclusive byte range; returns the part ETag.
+    pub async fn upload_part_copy(
+        &self,
+        src: &CopySource<'_>,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        range: (u64, u64),
+    ) -> Result<String> {
+        let subject = self.subject(key);
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .copy_source(src.header())
+            .copy_source_range(format!("bytes={}-{}", range.0, range.1))
+            .set_copy_source_if_match(src.if_match.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &subject))?;
+        out.copy_part_result()
+            .and_then(|r| r.e_tag())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Retryable,
+                    "CopyWithoutETag",
+                    subject,
+                    format!("UploadPartCopy of part {number} answered without an ETag"),
+                )
+            })
+    }
+
+    /// Multipart uploads in progress under a prefix, with their start time (for `commander cleanup`).
+    pub async fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, Option<DateTime<Utc>>)>> {
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .encoding_type(EncodingType::Url)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| map_sdk_error(e, self.subject(prefix)))?;
+            let encoded = matches!(page.encoding_type(), Some(EncodingType::Url));
+            for u in page.uploads() {
+                let (Some(k), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                let k = if encoded {
+                    url_decode(k, &self.subject(k))?
+                } else {
+                    k.to_string()
+                };
+                out.push((k, id.to_string(), u.initiated().and_then(to_chrono)));
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(|k| {
+                if encoded {
+                    url_decode(k, "").unwrap_or_else(|_| k.to_string())
+                } else {
+                    k.to_string()
+                }
+            });
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn describe(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+
+    async fn list_page(&self, req: &ListRequest) -> Result<ListPage> {
+        let subject = self.subject(&req.prefix);
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&req.prefix)
+            .set_delimiter(req.delimiter.clone())
+            .set_start_after(req.start_after.clone())
+            .set_continuation_token(req.continuation.clone())
+            .set_max_keys(req.max_keys)
+            .fetch_owner(req.fetch_owner)
+            .encoding_type(EncodingType::Url)
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &subject))?;
+        // Decode only when the server says it encoded (some S3 clones ignore the request).
+        let encoded = matches!(out.encoding_type(), Some(EncodingType::Url));
+        let decode = |s: &str| -> Result<String> {
+            if encoded {
+                url_decode(s, &subject)
+            } else {
+                Ok(s.to_string())
+            }
+        };
+        let mut objects = Vec::with_capacity(out.contents().len());
+        for o in out.contents() {
+            let Some(key) = o.key() else { continue };
+            let owner = if req.fetch_owner { o.owner() } else { None };
+            objects.push(Listed {
+                key: decode(key)?,
+                size: o.size().unwrap_or(0).max(0) as u64,
+                etag: o.e_tag().map(str::to_string),
+                last_modified: o.last_modified().and_then(to_chrono),
+                storage_class: o.storage_class().map(|s| s.as_str().to_string()),
+                owner_id: owner.and_then(|w| w.id()).map(str::to_string),
+                owner_name: owner.and_then(|w| w.display_name()).map(str::to_string),
+            });
+        }
+        let mut prefixes = Vec::with_capacity(out.common_prefixes().len());
+        for p in out.common_prefixes() {
+            if let Some(p) = p.prefix() {
+                prefixes.push(decode(p)?);
+            }
+        }
+        let next = if out.is_truncated() == Some(true) {
+            out.next_continuation_token().map(str::to_string)
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            prefixes,
+            next,
+        })
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let subject = self.subject(key);
+        let out = match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let err = map_sdk_error(e, &subject);
+                // A missing bucket is a configuration problem, not a missing object.
+                if err.kind == ErrorKind::NotFound && err.class != "NoSuchBucket" {
+                    return Ok(None);
+                }
+                return Err(err);
+            }
+        };
+        let etag = out.e_tag().map(str::to_string);
+        let parts_count = out
+            .parts_count()
+            .and_then(|n| u32::try_from(n).ok())
+            .or_else(|| etag.as_deref().and_then(etag_parts));
+        let mut checksums = BTreeMap::new();
+        for (name, value) in [
+            ("CRC32", out.checksum_crc32()),
+            ("CRC32C", out.checksum_crc32_c()),
+            ("CRC64NVME", out.checksum_crc64_nvme()),
+            ("SHA1", out.checksum_sha1()),
+            ("SHA256", out.checksum_sha256()),
+        ] {
+            if let Some(v) = value {
+                checksums.insert(name.to_string(), v.to_string());
+            }
+        }
+        Ok(Some(ObjectInfo {
+            key: key.to_string(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag,
+            last_modified: out.last_modified().and_then(to_chrono),
+            storage_class: out.storage_class().map(|s| s.as_str().to_string()),
+            version_id: out.version_id().map(str::to_string),
+            parts_count,
+            sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
+            checksums,
+            attrs: ObjectAttrs {
+                content_type: out.content_type().map(str::to_string),
+                content_encoding: out.content_encoding().map(str::to_string),
+                content_disposition: out.content_disposition().map(str::to_string),
+                content_language: out.content_language().map(str::to_string),
+                cache_control: out.cache_control().map(str::to_string),
+                expires: out.expires_string().map(str::to_string),
+                website_redirect: out.website_redirect_location().map(str::to_string),
+                metadata: out
+                    .metadata()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            },
+        }))
+    }
+
+    async fn part_size(&self, key: &str, part: u32) -> Result<u64> {
+        let subject = self.subject(key);
+        let number = i32::try_from(part).map_err(|_| {
+            Error::new(
+                ErrorKind::Invalid,
+                "InvalidPartNumber",
+                &subject,
+                format!("part number {part} is out of range"),
+            )
+        })?;
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .part_number(number)
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &subject))?;
+        Ok(out.content_length().unwrap_or(0).max(0) as u64)
+    }
+
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&str>,
+    ) -> Result<ByteStream> {
+        let subject = self.subject(key);
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range.map(|(a, b)| format!("bytes={a}-{b}")))
+            .set_if_match(if_match.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &subject))?;
+        Ok(body_stream(out.body, subject))
+    }
+
+    async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<String> {
+        let subject = self.subject(key);
+        let a = &opts.attrs;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(SdkByteStream::from(body))
+            .set_content_type(a.content_type.clone())
+            .set_content_encoding(a.content_encoding.clone())
+            .set_content_disposition(a.content_disposition.clone())
+            .set_content_language(a.content_language.clone())
+            .set_cache_control(a.cache_control.clone())
+            .set_website_redirect_location(a.website_redirect.clone())
+            .set_expires(a.expires.as_deref().and_then(parse_http_date))
+            .set_metadata(metadata_map(&a.metadata))
+            .set_tagging(opts.tags.as_deref().map(tagging_header))
+            .set_storage_class(opts.storage_class.as_deref().map(StorageClass::from))
+            .set_acl(opts.acl.as_deref().map(ObjectCannedAcl::from))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &subject))?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
+        let subject = self.subject(key);
+        let a = &opts.attrs;
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_content_type(a.content_type.clone())
+            .set_content_encoding(a.content_encoding.clone())
+            .set_content_disposition(a.content_disposition.clone())
+            .set_content_language(a.content_language.clone())
+            .set_cache_control(a.cache_control.clone())
+            .set_website_redirect_location(a.website_redirect.clone())
+            .set_expires(a.expires.as_deref().and_then(parse_http_date))
+            .set_metadata(metadata_map(&a.metadata))
+            .set_tagging(opts.tags.as_deref().map(tagging_header))
+            .set_storage_class(opts.storage_class.as_deref().map(StorageClass::from))
+            .set_acl(opts.acl.as_deref().map(ObjectCannedAcl::from))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &subject))?;
+        out.upload_id().map(str::to_string).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Retryable,
+                "NoUploadId",
+                subject,
+                "CreateMultipartUpload answered without an upload id",
+            )
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<String> {
+        let subject = self.subject(key);
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(SdkByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &subject))?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<String> {
+        let subject = self.subject(key);
+        let upload = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .iter()
+                    .map(|p| {
+                        SdkCompletedPart::builder()
+                            .part_number(p.number)
+                            .e_tag(&p.etag)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(upload)
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &subject))?;
+        out.e_tag().map(str::to_string).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Retryable,
+                "CompleteWithoutETag",
+                subject,
+                "CompleteMultipartUpload answered without an ETag (error in a 200 reply?)",
+            )
+        })
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
+        let subject = self.subject(key);
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = map_sdk_error(e, &subject);
+                if err.kind == ErrorKind::NotFound && err.class != "NoSuchBucket" {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn get_tags(&self, key: &str) -> Result<Option<Vec<(String, String)>>> {
+        let subject = self.subject(key);
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &subject))?;
+        Ok(Some(
+            out.tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
+        ))
+    }
+
+    async fn put_tags(&self, key: &str, tags: &[(String, String)]) -> Result<()> {
+        let subject = self.subject(key);
+        let mut set = Vec::with_capacity(tags.len());
+        for (k, v) in tags {
+            set.push(Tag::builder().key(k).value(v).build().map_err(|e| {
+                Error::new(ErrorKind::Invalid, "InvalidTag", &subject, e.to_string())
+            })?);
+        }
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(set))
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Invalid, "InvalidTag", &subject, e.to_string()))?;
+        self.client
+            .put_object_tagging()
+            .bucket(&self.bucket)
+            .key(key)
+            .tagging(tagging)
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &subject))?;
+        Ok(())
+    }
+
+    fn as_s3(&self) -> Option<&S3Store> {
+        Some(self)
+    }
+}
+
+/// What to do with an S3 error, from its service code and HTTP status (pure, so
+/// it is table-tested). Codes win over statuses: `NoSuchKey` is NotFound even
+/// if a proxy changed the status.
+pub fn classify(code: Option<&str>, status: Option<u16>) -> ErrorKind {
+    match code {
+        Some(
+            "SlowDown"
+            | "InternalError"
+            | "ServiceUnavailable"
+            | "RequestTimeout"
+            | "RequestTimeTooSkewed"
+            | "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestThrottled"
+            | "RequestLimitExceeded"
+            | "TooManyRequests"
+            | "TooManyRequestsException"
+            | "BandwidthLimitExceeded"
+            | "OperationAborted"
+            | "EC2ThrottledException"
+            | "PriorRequestNotComplete"
+            | "IDPCommunicationError",
+        ) => return ErrorKind::Retryable,
+        Some("NoSuchKey" | "NotFound" | "NoSuchBucket" | "NoSuchUpload" | "NoSuchVersion") => {
+            return ErrorKind::NotFound
+        }
+        Some("PreconditionFailed") => return ErrorKind::PreconditionFailed,
+        Some(
+            "AccessDenied" | "AllAccessDisabled" | "InvalidAccessKeyId" | "SignatureDoesNotMatch",
+        ) => return ErrorKind::AccessDenied,
+        Some("InvalidObjectState" | "ObjectNotInActiveTierError") => {
+            return ErrorKind::InvalidObjectState
+        }
+        _ => {}
+    }
+    match status {
+        Some(404) => ErrorKind::NotFound,
+        Some(412) => ErrorKind::PreconditionFailed,
+        Some(403) => ErrorKind::AccessDenied,
+        Some(408 | 429 | 500 | 502 | 503 | 504) => ErrorKind::Retryable,
+        _ => ErrorKind::Permanent,
+    }
+}
+
+/// Turn an SDK error into our error: kind from [`classify`] (transport failures
+/// are retryable), class = the service code or `HttpNNN`/`Timeout`/`Dispatch`/
+/// `Response`/`Construction`, subject = `s3://bucket/key`.
+pub fn map_sdk_error<E>(err: SdkError<E, HttpResponse>, subject: impl Into<String>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let subject = subject.into();
+    let (kind, class, message) = match &err {
+        SdkError::TimeoutError(_) => (
+            ErrorKind::Retryable,
+            "Timeout".to_string(),
+            "request timed out".to_string(),
+        ),
+        SdkError::DispatchFailure(d) => (
+            ErrorKind::Retryable,
+            if d.is_timeout() {
+                "Timeout"
+            } else {
+                "Dispatch"
+            }
+            .to_string(),
+            format!("request could not be sent: {d:?}"),
+        ),
+        SdkError::ResponseError(_) => (
+            ErrorKind::Retryable,
+            "Response".to_string(),
+            "the response could not be read".to_string(),
+        ),
+        SdkError::ConstructionFailure(_) => (
+            ErrorKind::Permanent,
+            "Construction".to_string(),
+            "the request could not be built".to_string(),
+        ),
+        SdkError::ServiceError(se) => {
+            let code = err.code();
+            let status = Some(se.raw().status().as_u16());
+            // A bucket-level 404 without a code still says which bucket is missing.
+            let class = match (code, status) {
+                (Some(c), _) => c.to_string(),
+                (None, Some(s)) => format!("Http{s}"),
+                (None, None) => "Unknown".to_string(),
+            };
+            let message = err
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| match status {
+                    Some(s) => format!("HTTP {s}"),
+                    None => "service error".to_string(),
+                });
+            (classify(code, status), class, message)
+        }
+        _ => (
+            ErrorKind::Permanent,
+            "Unknown".to_string(),
+            "unexpected SDK error".to_string(),
+        ),
+    };
+    let subject = if class == "NoSuchBucket" {
+        // Name the bucket, not the key: the whole run is misconfigured.
+        bucket_of(&subject)
+    } else {
+        subject
+    };
+    Error::new(kind, class, subject, message).with_source(err)
+}
+
+fn bucket_of(subject: &str) -> String {
+    match subject.strip_prefix("s3://") {
+        Some(rest) => format!("s3://{}", rest.split('/').next().unwrap_or(rest)),
+        None => subject.to_string(),
+    }
+}
+
+/// Decode a key from a ListObjectsV2 reply made with `encoding-type=url`: S3
+/// form-encodes (a space may come as `+`; a literal `+` always comes as `%2B`).
+pub fn url_decode(s: &str, subject: &str) -> Result<String> {
+    let plus_as_space = s.replace('+', " ");
+    percent_decode_str(&plus_as_space)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Permanent,
+                "InvalidEncoding",
+                subject,
+                format!("listing returned a key that is not URL-encoded UTF-8: `{s}`"),
+            )
+            .with_source(e)
+        })
+}
+
+/// The `Tagging` header of a put: `k=v&k2=v2`, each part URL-encoded.
+pub fn tagging_header(tags: &[(String, String)]) -> String {
+    tags.iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, TAGGING_SET),
+                utf8_percent_encode(v, TAGGING_SET)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Number of parts from a multipart ETag's `-N` suffix (`"abc-3"` → 3).
+pub fn etag_parts(etag: &str) -> Option<u32> {
+    let e = etag.trim_matches('"');
+    let (_, n) = e.rsplit_once('-')?;
+    n.parse().ok()
+}
+
+fn metadata_map(m: &BTreeMap<String, String>) -> Option<HashMap<String, String>> {
+    if m.is_empty() {
+        None
+    } else {
+        Some(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+fn parse_http_date(s: &str) -> Option<aws_smithy_types::DateTime> {
+    let parsed = aws_smithy_types::DateTime::from_str(s, Format::HttpDate)
+        .or_else(|_| aws_smithy_types::DateTime::from_str(s, Format::DateTime));
+    if parsed.is_err() {
+        tracing::warn!(
+            expires = s,
+            "dropping an Expires header that is not an HTTP date"
+        );
+    }
+    parsed.ok()
+}
+
+fn to_chrono(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+fn body_stream(body: SdkByteStream, subject: String) -> ByteStream {
+    Box::pin(futures::stream::unfold(
+        (body, subject, false),
+        |(mut body, subject, done)| async move {
+            if done {
+                return None;
+            }
+            match body.next().await {
+                None => None,
+                Some(Ok(chunk)) => Some((Ok(chunk), (body, subject, false))),
+                Some(Err(e)) => {
+                    let err = Error::new(
+                        ErrorKind::Retryable,
+                        "BodyRead",
+                        &subject,
+                        "reading the object body failed",
+                    )
+                    .with_source(e);
+                    Some((Err(err), (body, subject, true)))
+                }
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_table() {
+        let cases: &[(Option<&str>, Option<u16>, ErrorKind)] = &[
+            (Some("SlowDown"), Some(503), ErrorKind::Retryable),
+            (None, Some(503), ErrorKind::Retryable),
+            (None, Some(500), ErrorKind::Retryable),
+            (Some("InternalError"), Some(200), ErrorKind::Retryable),
+            (Some("RequestTimeout"), Some(400), ErrorKind::Retryable),
+            (Some("ThrottlingException"), Some(400), ErrorKind::Retryable),
+            (Some("NoSuchKey"), Some(404), ErrorKind::NotFound),
+            (Some("NoSuchBucket"), Some(404), ErrorKind::NotFound),
+            (None, Some(404), ErrorKind::NotFound),
+            (Some("NotFound"), None, ErrorKind::NotFound),
+            (
+                Some("PreconditionFailed"),
+                Some(412),
+                ErrorKind::PreconditionFailed,
+            ),
+            (None, Some(412), ErrorKind::PreconditionFailed),
+            (Some("AccessDenied"), Some(403), ErrorKind::AccessDenied),
+            (None, Some(403), ErrorKind::AccessDenied),
+            (
+                Some("InvalidObjectState"),
+                Some(403),
+                ErrorKind::InvalidObjectState,
+            ),
+            (
+                Some("ObjectNotInActiveTierError"),
+                Some(403),
+                ErrorKind::InvalidObjectState,
+            ),
+            (Some("EntityTooSmall"), Some(400), ErrorKind::Permanent),
+            (Some("InvalidRequest"), Some(400), ErrorKind::Permanent),
+            (None, None, ErrorKind::Permanent),
+        ];
+        for (code, status, want) in cases {
+            assert_eq!(classify(*code, *status), *want, "{code:?} {status:?}");
+        }
+    }
+
+    #[test]
+    fn copy_source_header_encodes_everything_but_unreserved_and_slash() {
+        let src = CopySource {
+            bucket: "b",
+            key: "dir/a b+c%d?e#f/été~_.-",
+            version_id: None,
+            if_match: None,
+        };
+        assert_eq!(
+            src.header(),
+            "b/dir/a%20b%2Bc%25d%3Fe%23f/%C3%A9t%C3%A9~_.-"
+        );
+        let src = CopySource {
+            version_id: Some("v1"),
+            ..src
+        };
+        assert!(src.header().ends_with("?versionId=v1"));
+    }
+
+    #[test]
+    fn url_decode_handles_form_and_percent_encoding() {
+        assert_eq!(url_decode("a+b%2Bc%20d", "").unwrap(), "a b+c d");
+        assert_eq!(url_decode("%C3%A9t%C3%A9", "").unwrap(), "été");
+        assert_eq!(url_decode("p/q", "").unwrap(), "p/q");
+        assert!(url_decode("%FF", "s3://b/k").is_err());
+    }
+
+    #[test]
+    fn tagging_header_is_url_encoded() {
+        let tags = vec![
+            ("a b".to_string(), "x&y=z".to_string()),
+            ("k".to_string(), "v".to_string()),
+        ];
+        assert_eq!(tagging_header(&tags), "a%20b=x%26y%3Dz&k=v");
+    }
+
+    #[test]
+    fn etag_parts_reads_the_suffix() {
+        assert_eq!(etag_parts("\"abc-3\""), Some(3));
+        assert_eq!(etag_parts("\"abc\""), None);
+        assert_eq!(etag_parts("abc-x"), None);
+    }
+
+    #[test]
+    fn bucket_of_drops_the_key() {
+        assert_eq!(bucket_of("s3://b/k/x"), "s3://b");
+        assert_eq!(bucket_of("s3://b"), "s3://b");
+    }
+}

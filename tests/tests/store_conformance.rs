@@ -1,0 +1,319 @@
+//! The object-store conformance suite (tests/src/stores.rs) run against S3Store
+//! on the moto server (a fresh bucket per test) and DirStore (a fresh temp
+//! directory per test), plus the S3-only server-side copy and error mapping.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::store::dir::DirStore;
+use common::store::s3::{CopySource, S3Store};
+use common::store::{CompletedPart, ListRequest, ObjectStore, PutOptions};
+use common::ErrorKind;
+use testsupport::stores;
+
+async fn s3_store() -> Arc<dyn ObjectStore> {
+    let bucket = testsupport::bucket("conf").await;
+    Arc::new(S3Store::new(testsupport::s3(), bucket))
+}
+
+fn dir_store() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = DirStore::create(tmp.path().join("root")).unwrap();
+    (tmp, Arc::new(store))
+}
+
+/// One behaviour of the suite, run on both backends.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn s3() {
+                testsupport::stores::$name(super::s3_store().await).await;
+            }
+            #[tokio::test]
+            async fn dir() {
+                let (_tmp, store) = super::dir_store();
+                testsupport::stores::$name(store).await;
+            }
+        }
+    };
+}
+
+both!(round_trip);
+both!(ranges);
+both!(attrs);
+both!(tricky_keys);
+both!(listing);
+both!(abort_leaves_nothing);
+both!(dir_markers);
+both!(get_if_match);
+
+mod multipart {
+    #[tokio::test]
+    async fn s3() {
+        testsupport::stores::multipart(super::s3_store().await).await;
+    }
+    #[tokio::test]
+    async fn dir() {
+        let (_tmp, store) = super::dir_store();
+        testsupport::stores::multipart(store).await;
+    }
+}
+
+#[tokio::test]
+async fn multipart_etag_is_the_same_on_s3_and_a_directory() {
+    let (_tmp, dir) = dir_store();
+    let from_dir = stores::multipart(dir).await;
+    let from_s3 = stores::multipart(s3_store().await).await;
+    assert_eq!(from_dir, from_s3);
+    assert!(from_s3.ends_with("-3\""));
+}
+
+fn s3_of(store: &Arc<dyn ObjectStore>) -> &S3Store {
+    store.as_s3().expect("an S3 store")
+}
+
+fn src<'a>(bucket: &'a str, key: &'a str) -> CopySource<'a> {
+    CopySource {
+        bucket,
+        key,
+        version_id: None,
+        if_match: None,
+    }
+}
+
+#[tokio::test]
+async fn copy_object_with_copy_directives_keeps_metadata_and_tags() {
+    let store = s3_store().await;
+    let s3 = s3_of(&store);
+    let key = "src dir/ünï+%#?.txt";
+    let mut opts = PutOptions::default();
+    opts.attrs.content_type = Some("text/markdown".into());
+    opts.attrs.metadata.insert("color".into(), "blue".into());
+    opts.tags = Some(vec![("team".into(), "a b".into())]);
+    let etag = store
+        .put(key, Bytes::from_static(b"copy me"), &opts)
+        .await
+        .unwrap();
+
+    let new = s3
+        .copy_object(&src(s3.bucket(), key), "dst/copy+1", None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(new, etag, "a single-part copy keeps the MD5 ETag");
+    let info = store.head("dst/copy+1").await.unwrap().unwrap();
+    assert_eq!(info.attrs.content_type.as_deref(), Some("text/markdown"));
+    assert_eq!(info.attrs.metadata, opts.attrs.metadata);
+    assert_eq!(
+        store.get_tags("dst/copy+1").await.unwrap(),
+        Some(vec![("team".into(), "a b".into())])
+    );
+
+    // REPLACE: the given attributes and tags, nothing of the source's.
+    let mut replaced = PutOptions::default();
+    replaced.attrs.metadata.insert("color".into(), "red".into());
+    replaced.tags = Some(vec![("x".into(), "1".into())]);
+    replaced.storage_class = Some("STANDARD_IA".into());
+    s3.copy_object(
+        &src(s3.bucket(), key),
+        "dst/replaced",
+        Some(&replaced),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let info = store.head("dst/replaced").await.unwrap().unwrap();
+    assert_eq!(
+        info.attrs.metadata.get("color").map(String::as_str),
+        Some("red")
+    );
+    assert_eq!(info.storage_class.as_deref(), Some("STANDARD_IA"));
+    assert_eq!(
+        store.get_tags("dst/replaced").await.unwrap(),
+        Some(vec![("x".into(), "1".into())])
+    );
+
+    // Across buckets, with the storage class given separately.
+    let other = s3_store().await;
+    let other_s3 = s3_of(&other);
+    other_s3
+        .copy_object(&src(s3.bucket(), key), key, None, Some("STANDARD_IA"), None)
+        .await
+        .unwrap();
+    assert_eq!(stores::read(other.as_ref(), key, None).await, b"copy me");
+    let info = other.head(key).await.unwrap().unwrap();
+    assert_eq!(info.storage_class.as_deref(), Some("STANDARD_IA"));
+}
+
+#[tokio::test]
+async fn copy_of_a_missing_source_is_not_found_naming_the_source() {
+    let store = s3_store().await;
+    let s3 = s3_of(&store);
+    let err = s3
+        .copy_object(&src(s3.bucket(), "no such key"), "dst", None, None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+    assert_eq!(err.subject, format!("s3://{}/no such key", s3.bucket()));
+}
+
+#[tokio::test]
+async fn upload_part_copy_with_the_source_layout_reproduces_the_etag() {
+    let store = s3_store().await;
+    let s3 = s3_of(&store);
+    let etag = stores::multipart(store.clone()).await;
+    let key = "mp/object.bin";
+    let info = store.head(key).await.unwrap().unwrap();
+    assert_eq!(info.etag.as_deref(), Some(etag.as_str()));
+    assert_eq!(info.parts_count, Some(3));
+    let mut sizes = Vec::new();
+    for n in 1..=3 {
+        sizes.push(store.part_size(key, n).await.unwrap());
+    }
+    assert_eq!(
+        sizes,
+        [stores::MIB5 as u64, stores::MIB5 as u64, 1024 * 1024 + 3]
+    );
+
+    let id = store
+        .create_multipart("copy/of object", &PutOptions::default())
+        .await
+        .unwrap();
+    let mut parts = Vec::new();
+    let mut start = 0u64;
+    for (i, size) in sizes.iter().enumerate() {
+        let number = i as i32 + 1;
+        let part_etag = s3
+            .upload_part_copy(
+                &src(s3.bucket(), key),
+                "copy/of object",
+                &id,
+                number,
+                (start, start + size - 1),
+            )
+            .await
+            .unwrap();
+        parts.push(CompletedPart {
+            number,
+            etag: part_etag,
+        });
+        start += size;
+    }
+    let copied = store
+        .complete_multipart("copy/of object", &id, &parts)
+        .await
+        .unwrap();
+    assert_eq!(copied, etag);
+    assert_eq!(
+        store.head("copy/of object").await.unwrap().unwrap().etag,
+        Some(etag)
+    );
+}
+
+#[tokio::test]
+async fn errors_map_to_kinds() {
+    let store = s3_store().await;
+    let s3 = s3_of(&store);
+    let err = store.get("absent", None, None).await.err().unwrap();
+    assert_eq!(
+        (err.kind, err.class.as_str()),
+        (ErrorKind::NotFound, "NoSuchKey")
+    );
+    assert_eq!(err.subject, format!("s3://{}/absent", s3.bucket()));
+    assert!(store.head("absent").await.unwrap().is_none());
+    assert_eq!(
+        store.part_size("absent", 1).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+
+    let missing = S3Store::new(testsupport::s3(), testsupport::unique("nobucket"));
+    let err = missing
+        .list_page(&ListRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind, err.class.as_str()),
+        (ErrorKind::NotFound, "NoSuchBucket")
+    );
+    assert_eq!(err.subject, format!("s3://{}", missing.bucket()));
+    // HEAD replies carry no error code: a missing bucket looks like a missing key.
+    assert!(missing.head("k").await.unwrap().is_none());
+    let err = missing
+        .put("k", Bytes::from_static(b"x"), &PutOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind, err.class.as_str()),
+        (ErrorKind::NotFound, "NoSuchBucket")
+    );
+
+    // A non-last part under 5 MiB is a permanent error, not a retry loop.
+    let id = store
+        .create_multipart("small", &PutOptions::default())
+        .await
+        .unwrap();
+    let mut parts = Vec::new();
+    for n in 1..=2 {
+        let etag = store
+            .upload_part("small", &id, n, Bytes::from_static(b"tiny"))
+            .await
+            .unwrap();
+        parts.push(CompletedPart { number: n, etag });
+    }
+    let err = store
+        .complete_multipart("small", &id, &parts)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind, err.class.as_str()),
+        (ErrorKind::Permanent, "EntityTooSmall")
+    );
+    store.abort_multipart("small", &id).await.unwrap();
+}
+
+#[tokio::test]
+async fn list_multipart_uploads_shows_uploads_in_progress() {
+    let store = s3_store().await;
+    let s3 = s3_of(&store);
+    let key = "up/load +1%.bin";
+    let id = store
+        .create_multipart(key, &PutOptions::default())
+        .await
+        .unwrap();
+    store
+        .create_multipart("elsewhere", &PutOptions::default())
+        .await
+        .unwrap();
+    let uploads = s3.list_multipart_uploads("up/").await.unwrap();
+    assert_eq!(uploads.len(), 1, "{uploads:?}");
+    assert_eq!(uploads[0].0, key);
+    assert_eq!(uploads[0].1, id);
+    assert!(uploads[0].2.is_some(), "start time");
+    store.abort_multipart(key, &id).await.unwrap();
+    assert!(s3.list_multipart_uploads("up/").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn fetch_owner_only_when_asked() {
+    let store = s3_store().await;
+    store
+        .put("o", Bytes::from_static(b"x"), &PutOptions::default())
+        .await
+        .unwrap();
+    let page = store.list_page(&ListRequest::default()).await.unwrap();
+    assert_eq!(page.objects[0].owner_id, None);
+    assert_eq!(
+        page.objects[0].etag.as_deref(),
+        Some("\"9dd4e461268c8034f5c8564e155c67a6\""),
+        "listing ETags keep S3's quotes"
+    );
+    let page = store
+        .list_page(&ListRequest {
+            fetch_owner: true,
+            ..ListRequest::default()
+        })
+        .await
+        .unwrap();
+    assert!(page.objects[0].owner_id.is_some());
+}
