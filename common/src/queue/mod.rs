@@ -16,10 +16,30 @@ use async_trait::async_trait;
 use crate::error::Result;
 
 pub mod local;
+pub mod set;
 pub mod sqs;
 
 /// SendMessageBatch's entry limit, which both backends honour.
 pub const MAX_BATCH_ENTRIES: usize = 10;
+
+/// Largest message (body plus attributes) SQS accepts today, and the limit
+/// the embedded queue enforces per message and per SendMessageBatch call.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// `max` must be 1..=10, as ReceiveMessage's `MaxNumberOfMessages`; both
+/// backends refuse other values the same way.
+pub(crate) fn check_receive_max(queue: &str, max: usize) -> Result<()> {
+    if (1..=MAX_BATCH_ENTRIES).contains(&max) {
+        Ok(())
+    } else {
+        Err(crate::error::Error::new(
+            crate::error::ErrorKind::Invalid,
+            "InvalidParameterValue",
+            queue,
+            format!("can receive 1 to {MAX_BATCH_ENTRIES} messages per call, not {max}"),
+        ))
+    }
+}
 
 /// How a queue is created (`commander init`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +79,21 @@ pub struct Outgoing {
 impl Outgoing {
     /// A message with a body and no attributes.
     pub fn body(body: impl Into<String>) -> Self {
-        Outgoing { body: body.into(), attributes: BTreeMap::new() }
+        Outgoing {
+            body: body.into(),
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    /// Size as SQS counts it against the message and batch limits: the body
+    /// plus each attribute's name, data type (`String`) and value, in bytes.
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + "String".len() + v.len())
+                .sum::<usize>()
     }
 }
 
