@@ -1,0 +1,80 @@
+//! Server-side copy (copy mode, both ends S3 on one endpoint): CopyObject with
+//! the metadata and tags copied by S3 (COPY directives), or a multipart copy
+//! whose UploadPartCopy parts reproduce the planned layout, with headers,
+//! metadata and tags set explicitly on CreateMultipartUpload (which does not
+//! copy them).
+
+use crate::error::Result;
+use crate::store::s3::{CopySource, S3Store};
+use crate::store::{CompletedPart, ObjectInfo, ObjectStore, PutOptions};
+
+use super::plan::Planned;
+use super::{part_ranges, run_upload, Job, UploadGuard};
+
+/// One CopyObject: metadata and tags copied server-side, storage class and ACL
+/// as configured, the source pinned to `pin`. Returns the target ETag.
+pub(super) async fn single(
+    job: &Job<'_>,
+    src: &S3Store,
+    dst: &S3Store,
+    pin: Option<&str>,
+) -> Result<String> {
+    let source = CopySource {
+        bucket: src.bucket(),
+        key: job.key(),
+        version_id: job.item.version_id.as_deref(),
+        if_match: pin,
+    };
+    dst.copy_object(
+        &source,
+        job.tkey(),
+        None,
+        job.opts.storage_class.as_deref(),
+        job.opts.acl.as_deref(),
+    )
+    .await
+}
+
+/// Copy as planned; returns the target ETag.
+pub(super) async fn run(
+    job: &Job<'_>,
+    src: &S3Store,
+    dst: &S3Store,
+    info: &ObjectInfo,
+    pin: Option<&str>,
+    planned: &Planned,
+) -> Result<String> {
+    let Some(ranges) = part_ranges(planned) else {
+        return single(job, src, dst, pin).await;
+    };
+    let tags = src.get_tags(job.key()).await?;
+    let opts = PutOptions {
+        attrs: info.attrs.clone(),
+        tags,
+        storage_class: job.opts.storage_class.clone(),
+        acl: job.opts.acl.clone(),
+    };
+    let upload_id = dst.create_multipart(job.tkey(), &opts).await?;
+    tracing::debug!(%upload_id, parts = ranges.len(), "multipart copy started");
+    let guard = UploadGuard::new(job.ends.target.clone(), job.tkey(), &upload_id);
+    let source = CopySource {
+        bucket: src.bucket(),
+        key: job.key(),
+        version_id: job.item.version_id.as_deref(),
+        if_match: pin,
+    };
+    let (source, upload_id) = (&source, &upload_id);
+    run_upload(
+        guard,
+        ranges.len(),
+        job.opts.part_concurrency,
+        |n| async move {
+            let range = ranges[(n - 1) as usize];
+            let etag = dst
+                .upload_part_copy(source, job.tkey(), upload_id, n, range)
+                .await?;
+            Ok(CompletedPart { number: n, etag })
+        },
+    )
+    .await
+}

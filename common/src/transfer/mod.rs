@@ -1,0 +1,1053 @@
+//! One object's work, in any mode: `copy` (server-side CopyObject, or
+//! UploadPartCopy reproducing the source's part layout), `downup` (streaming
+//! GET → PutObject or multipart upload, memory bounded by parts) and `check`
+//! (compare, never write). The executor calls [`process_key`] for every key of
+//! a message; planning is pure ([`plan`]), comparing is pure ([`crate::verify`]).
+//!
+//! Guarantees:
+//! - a target is never a mix of two source versions: every request that reads
+//!   the source is pinned to the ETag seen at listing or HEAD (`if-match` /
+//!   `x-amz-copy-source-if-match`); a change fails with class `SourceChanged`;
+//! - a failed multipart upload is aborted (also when the work is cancelled),
+//!   so no orphaned parts are billed;
+//! - in downup, each part's MD5 is computed while reading and checked by the
+//!   target (Content-MD5 on S3, the returned part ETag elsewhere);
+//! - retryable failures are retried (the SDK per request, plus up to
+//!   [`TransferOptions::max_attempts`] whole-object attempts re-planned from a
+//!   fresh HEAD); everything else is returned for the DLQ.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use tracing::Instrument;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::KeyItem;
+use crate::report::Outcome;
+use crate::store::etag::{compute_etag, compute_multipart_etag};
+use crate::store::{ObjectAttrs, ObjectInfo, ObjectStore};
+use crate::verify::{self, etag_bare, etag_parts, Verdict};
+
+mod copy;
+mod downup;
+pub mod plan;
+
+use plan::{Limits, Plan, Planned, SourceLayout};
+
+/// What the executor does with each key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// Server-side copy (CopyObject / UploadPartCopy); streams when the ends
+    /// cannot copy server-side (a directory, different endpoints or credentials).
+    #[default]
+    Copy,
+    /// Stream download → upload: any two stores, accounts, regions or endpoints.
+    Downup,
+    /// Compare source and target; a missing or different target is a failure.
+    Check,
+}
+
+impl Mode {
+    /// The name users type and reports show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Copy => "copy",
+            Mode::Downup => "downup",
+            Mode::Check => "check",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How to work each key (from the executor's flags and config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferOptions {
+    pub mode: Mode,
+    /// `--verify`: compare first; identical → skip, tags only → PutObjectTagging only.
+    pub verify: bool,
+    /// `--deep`: compare content by streaming both objects when metadata cannot decide.
+    pub deep: bool,
+    /// Objects above this size are written in parts (`migration.multipart_threshold`).
+    pub multipart_threshold: u64,
+    /// Part size for single-part sources that must be split (`migration.part_size`).
+    pub part_size: u64,
+    /// Parts of ONE object in flight; downup buffers at most this many parts.
+    pub part_concurrency: usize,
+    /// Storage class of written objects; `None`: the target's default (STANDARD).
+    pub storage_class: Option<String>,
+    /// Canned ACL of written objects; `None`: omitted (bucket-owner default).
+    pub acl: Option<String>,
+    /// Work only objects modified strictly after this instant.
+    pub modified_since: Option<DateTime<Utc>>,
+    /// Work only objects modified at or before this instant.
+    pub not_modified_since: Option<DateTime<Utc>>,
+    /// Whole-object attempts (backon, re-planned from a fresh HEAD), first included.
+    pub max_attempts: u32,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        TransferOptions {
+            mode: Mode::Copy,
+            verify: false,
+            deep: false,
+            multipart_threshold: 5 * 1024 * 1024 * 1024,
+            part_size: 64 * 1024 * 1024,
+            part_concurrency: 4,
+            storage_class: None,
+            acl: None,
+            modified_since: None,
+            not_modified_since: None,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// The two ends of one message; `server_side` true when copy mode can use
+/// CopyObject (both S3, same credentials/endpoint).
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub source: Arc<dyn ObjectStore>,
+    pub target: Arc<dyn ObjectStore>,
+    pub server_side: bool,
+}
+
+/// A key's successful (non-failed) result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    pub outcome: Outcome,
+    /// Bytes written to the target (copied), or compared (check); 0 when skipped.
+    pub bytes: u64,
+    /// What the user should know, e.g. "layout not reproducible: ETag differs".
+    pub note: Option<String>,
+}
+
+impl Done {
+    fn new(outcome: Outcome, bytes: u64) -> Self {
+        Done {
+            outcome,
+            bytes,
+            note: None,
+        }
+    }
+}
+
+/// Class of the error when the source changed (ETag precondition failed).
+pub const SOURCE_CHANGED: &str = "SourceChanged";
+/// Check mode: the target does not exist.
+pub const TARGET_MISSING: &str = "TargetMissing";
+/// Check mode: the target differs (message = the reasons, `; `-joined).
+pub const MISMATCH: &str = "Mismatch";
+/// A part or object whose bytes did not arrive intact (retried).
+pub const BAD_DIGEST: &str = "BadDigest";
+
+/// Work one key. Ok = done (any non-failed outcome); Err = failed after
+/// retries, its ErrorKind/class say why (the caller parks it in the DLQ).
+pub async fn process_key(ends: &Endpoints, item: &KeyItem, opts: &TransferOptions) -> Result<Done> {
+    let span = tracing::info_span!(
+        "object",
+        mode = %opts.mode,
+        source = %ends.source.describe(),
+        key = %item.key,
+    );
+    let attempts = AtomicU32::new(0);
+    let work = || async {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        once(ends, item, opts).await
+    };
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(20))
+        .with_max_times(opts.max_attempts.max(1) as usize - 1)
+        .with_jitter();
+    let result = work
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e: &Error| should_retry(e, item))
+        .notify(|e: &Error, after: Duration| {
+            tracing::warn!(error = %e, retry_in = ?after, "retrying the object");
+        })
+        .instrument(span.clone())
+        .await;
+    let _enter = span.enter();
+    match &result {
+        Ok(done) => tracing::debug!(outcome = %done.outcome, note = ?done.note, "done"),
+        Err(e) => tracing::warn!(error = %e, "failed"),
+    }
+    result.map_err(|mut e| {
+        let n = attempts.load(Ordering::Relaxed);
+        if n > 1 {
+            e.message = format!("{} (after {n} attempts)", e.message);
+        }
+        e
+    })
+}
+
+/// Retry a whole object on transient errors, and on a source changed during
+/// the work when the message pinned no ETag (a fresh HEAD pins the new version).
+fn should_retry(e: &Error, item: &KeyItem) -> bool {
+    e.kind.is_retryable() || (e.class == SOURCE_CHANGED && item.etag.is_none())
+}
+
+/// One attempt; a source that vanished midway is `source-missing`, a failed
+/// ETag precondition is `SourceChanged`.
+async fn once(ends: &Endpoints, item: &KeyItem, opts: &TransferOptions) -> Result<Done> {
+    let job = Job { ends, item, opts };
+    let result = match opts.mode {
+        Mode::Check => check(&job).await,
+        Mode::Copy | Mode::Downup => transfer(&job).await,
+    };
+    match result {
+        Err(e) if e.kind == ErrorKind::PreconditionFailed => Err(source_changed(e)),
+        Err(e)
+            if e.kind == ErrorKind::NotFound
+                && !matches!(e.class.as_str(), "NoSuchBucket" | "NoSuchUpload") =>
+        {
+            // Which end is missing? Only a missing source is a warning.
+            match ends.source.head(&item.key).await? {
+                None => Ok(source_missing()),
+                Some(_) => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+fn source_changed(e: Error) -> Error {
+    let message = format!("the source changed during the work: {}", e.message);
+    Error {
+        kind: ErrorKind::PreconditionFailed,
+        class: SOURCE_CHANGED.to_string(),
+        message,
+        ..e
+    }
+}
+
+fn source_missing() -> Done {
+    tracing::warn!("source object no longer exists");
+    Done::new(Outcome::SourceMissing, 0)
+}
+
+/// Everything one attempt needs.
+struct Job<'a> {
+    ends: &'a Endpoints,
+    item: &'a KeyItem,
+    opts: &'a TransferOptions,
+}
+
+impl Job<'_> {
+    fn key(&self) -> &str {
+        &self.item.key
+    }
+
+    fn tkey(&self) -> &str {
+        self.item.target_key()
+    }
+
+    fn src(&self) -> &dyn ObjectStore {
+        self.ends.source.as_ref()
+    }
+
+    fn dst(&self) -> &dyn ObjectStore {
+        self.ends.target.as_ref()
+    }
+
+    fn src_subject(&self) -> String {
+        format!("{}/{}", self.src().describe(), self.key())
+    }
+
+    fn dst_subject(&self) -> String {
+        format!("{}/{}", self.dst().describe(), self.tkey())
+    }
+
+    fn window_set(&self) -> bool {
+        self.opts.modified_since.is_some() || self.opts.not_modified_since.is_some()
+    }
+
+    fn in_window(&self, last_modified: DateTime<Utc>) -> bool {
+        plan::in_window(
+            last_modified,
+            self.opts.modified_since,
+            self.opts.not_modified_since,
+        )
+    }
+
+    /// The source, when copy mode may copy server-side.
+    fn server_side(&self) -> Option<(&crate::store::s3::S3Store, &crate::store::s3::S3Store)> {
+        if self.opts.mode != Mode::Copy || !self.ends.server_side {
+            return None;
+        }
+        Some((self.src().as_s3()?, self.dst().as_s3()?))
+    }
+
+    /// HEAD the source and apply the date window. `Err(done)`: finished early.
+    async fn head_source(&self) -> Result<std::result::Result<ObjectInfo, Done>> {
+        if let (Some(lm), true) = (self.item.last_modified, self.window_set()) {
+            if !self.in_window(lm) {
+                return Ok(Err(Done::new(Outcome::SkippedFiltered, 0)));
+            }
+        }
+        let Some(info) = self.src().head(self.key()).await? else {
+            return Ok(Err(source_missing()));
+        };
+        if self.item.last_modified.is_none() && self.window_set() {
+            if let Some(lm) = info.last_modified {
+                if !self.in_window(lm) {
+                    return Ok(Err(Done::new(Outcome::SkippedFiltered, 0)));
+                }
+            }
+        }
+        Ok(Ok(info))
+    }
+
+    /// The ETag every read of the source is pinned to: the listed one (a
+    /// different current ETag means the source changed since listing), else
+    /// the one seen at HEAD. `None` for stores without ETags (directories).
+    fn pin(&self, info: &ObjectInfo) -> Result<Option<String>> {
+        let Some(current) = info.etag.as_deref() else {
+            return Ok(None);
+        };
+        if let Some(listed) = self.item.etag.as_deref() {
+            if !etag_bare(listed).eq_ignore_ascii_case(etag_bare(current)) {
+                return Err(Error::new(
+                    ErrorKind::PreconditionFailed,
+                    SOURCE_CHANGED,
+                    self.src_subject(),
+                    format!(
+                        "the source changed since it was listed (ETag {} is now {})",
+                        etag_bare(listed),
+                        etag_bare(current)
+                    ),
+                ));
+            }
+        }
+        Ok(Some(format!("\"{}\"", etag_bare(current))))
+    }
+}
+
+/// Part sizes of a multipart object on `store` (HEAD with partNumber): part 1
+/// and the last, inferred when they add up, else every part. `Ok(None)` when
+/// the object is single-part or the store cannot tell (then the layout is not
+/// reproducible, which the outcome's note says).
+async fn part_layout(
+    store: &dyn ObjectStore,
+    key: &str,
+    info: &ObjectInfo,
+    concurrency: usize,
+) -> Result<Option<Vec<u64>>> {
+    let Some(n) = info
+        .parts_count
+        .or_else(|| info.etag.as_deref().and_then(etag_parts))
+    else {
+        return Ok(None);
+    };
+    let propagate = |e: Error| match e.kind {
+        ErrorKind::Retryable | ErrorKind::NotFound => Err(e),
+        _ => {
+            tracing::warn!(error = %e, "cannot learn the source's part layout");
+            Ok(None)
+        }
+    };
+    let first = match store.part_size(key, 1).await {
+        Ok(s) => s,
+        Err(e) => return propagate(e),
+    };
+    if n == 1 {
+        return Ok(plan::infer_layout(info.size, 1, first, first));
+    }
+    if first >= info.size {
+        // The store ignores partNumber (answers the whole object).
+        return Ok(None);
+    }
+    let last = match store.part_size(key, n).await {
+        Ok(s) => s,
+        Err(e) => return propagate(e),
+    };
+    if let Some(sizes) = plan::infer_layout(info.size, n, first, last) {
+        return Ok(Some(sizes));
+    }
+    let sizes: Result<Vec<u64>> = futures::stream::iter(1..=n)
+        .map(|p| store.part_size(key, p))
+        .buffered(concurrency.max(1))
+        .try_collect()
+        .await;
+    match sizes {
+        Ok(sizes) if plan::valid_layout(info.size, &sizes) => Ok(Some(sizes)),
+        Ok(_) => Ok(None),
+        Err(e) => propagate(e),
+    }
+}
+
+/// Copy or downup one key.
+async fn transfer(job: &Job<'_>) -> Result<Done> {
+    if let Some(done) = fast_copy(job).await? {
+        return Ok(done);
+    }
+    let info = match job.head_source().await? {
+        Ok(info) => info,
+        Err(done) => return Ok(done),
+    };
+    let pin = job.pin(&info)?;
+    let layout = part_layout(job.src(), job.key(), &info, job.opts.part_concurrency).await?;
+    if job.opts.verify {
+        let checked = compare_ends(job, &info, layout.as_deref(), pin.as_deref()).await?;
+        match checked.verdict {
+            Verdict::Identical => return Ok(Done::new(Outcome::SkippedIdentical, 0)),
+            Verdict::TagsDiffer => {
+                let tags = checked.src_tags.unwrap_or_default();
+                job.dst().put_tags(job.tkey(), &tags).await?;
+                return Ok(Done::new(Outcome::TagsUpdated, 0));
+            }
+            Verdict::Missing => tracing::debug!("target missing: copying"),
+            Verdict::Differs(r) => tracing::debug!(reasons = ?r, "target differs: copying"),
+            Verdict::Unknown(why) => tracing::debug!(%why, "cannot compare: copying"),
+        }
+    }
+    let server_side = job.server_side();
+    let source_layout = match (
+        &layout,
+        info.parts_count
+            .or_else(|| info.etag.as_deref().and_then(etag_parts)),
+    ) {
+        (Some(sizes), _) => SourceLayout::Parts(sizes),
+        (None, Some(n)) => SourceLayout::UnknownParts(n),
+        (None, None) => SourceLayout::Single,
+    };
+    let limits = Limits {
+        multipart_threshold: job.opts.multipart_threshold,
+        part_size: job.opts.part_size,
+        single_limit: if server_side.is_some() {
+            plan::MAX_SINGLE
+        } else {
+            (job.opts.part_concurrency.max(1) as u64).saturating_mul(job.opts.part_size)
+        },
+    };
+    let planned = plan::plan(info.size, source_layout, &limits);
+    tracing::debug!(plan = ?planned.plan, exact = planned.exact, "planned");
+    let etag = match server_side {
+        Some((src, dst)) => copy::run(job, src, dst, &info, pin.as_deref(), &planned).await?,
+        None => downup::run(job, &info, pin.as_deref(), &planned).await?,
+    };
+    let mut note = planned.note.clone();
+    if let (true, Some(src_etag)) = (planned.exact, info.etag.as_deref()) {
+        if !etag.is_empty()
+            && !etag_bare(&etag).eq_ignore_ascii_case(etag_bare(src_etag))
+            && job.dst().as_s3().is_some()
+        {
+            note = Some(format!(
+                "target ETag {} differs from source ETag {} (encryption or store differences)",
+                etag_bare(&etag),
+                etag_bare(src_etag)
+            ));
+        }
+    }
+    Ok(Done {
+        outcome: Outcome::Copied,
+        bytes: info.size,
+        note,
+    })
+}
+
+/// Copy mode without a HEAD, when the message already says everything: a
+/// plain (single-part) ETag, a size that needs no parts, and the last-modified
+/// time if a date window is set. One CopyObject, pinned to the listed ETag.
+async fn fast_copy(job: &Job<'_>) -> Result<Option<Done>> {
+    let item = job.item;
+    let (Some((src, dst)), false) = (job.server_side(), job.opts.verify) else {
+        return Ok(None);
+    };
+    let (Some(size), Some(etag)) = (item.size, item.etag.as_deref()) else {
+        return Ok(None);
+    };
+    if etag_parts(etag).is_some()
+        || size > job.opts.multipart_threshold.min(plan::MAX_SINGLE)
+        || (job.window_set() && item.last_modified.is_none())
+    {
+        return Ok(None);
+    }
+    if let Some(lm) = item.last_modified {
+        if job.window_set() && !job.in_window(lm) {
+            return Ok(Some(Done::new(Outcome::SkippedFiltered, 0)));
+        }
+    }
+    let pin = format!("\"{}\"", etag_bare(etag));
+    copy::single(job, src, dst, Some(&pin)).await?;
+    Ok(Some(Done::new(Outcome::Copied, size)))
+}
+
+/// The result of comparing both ends.
+struct Compared {
+    verdict: Verdict,
+    /// Source tags (to fix a tags-only difference).
+    src_tags: Option<Vec<(String, String)>>,
+}
+
+/// Compare source and target. Headers, metadata and tags are compared only
+/// when both ends are S3 (a directory has none of its own: its content type
+/// is guessed and its metadata is its mtime). A directory end's ETag is
+/// computed from its content with the other end's part layout. When metadata
+/// cannot decide and `--deep` is set, both contents are streamed and compared.
+async fn compare_ends(
+    job: &Job<'_>,
+    src_info: &ObjectInfo,
+    src_layout: Option<&[u64]>,
+    pin: Option<&str>,
+) -> Result<Compared> {
+    let Some(mut dst_info) = job.dst().head(job.tkey()).await? else {
+        return Ok(Compared {
+            verdict: Verdict::Missing,
+            src_tags: None,
+        });
+    };
+    let mut src_info = src_info.clone();
+    let both_s3 = job.src().as_s3().is_some() && job.dst().as_s3().is_some();
+    let (src_tags, dst_tags) = if both_s3 {
+        let (a, b) = futures::try_join!(
+            job.src().get_tags(job.key()),
+            job.dst().get_tags(job.tkey())
+        )?;
+        (a, b)
+    } else {
+        src_info.attrs = ObjectAttrs::default();
+        dst_info.attrs = ObjectAttrs::default();
+        (None, None)
+    };
+    if src_info.size == dst_info.size && (src_info.etag.is_none() || dst_info.etag.is_none()) {
+        fill_etags(job, &mut src_info, &mut dst_info, src_layout).await?;
+    }
+    let mut verdict = verify::compare(
+        &src_info,
+        src_tags.as_deref(),
+        Some(&dst_info),
+        dst_tags.as_deref(),
+    );
+    if let (Verdict::Unknown(why), true) = (&verdict, job.opts.deep) {
+        tracing::debug!(%why, "comparing contents (--deep)");
+        verdict = if contents_equal(job, pin).await? {
+            match (&src_tags, &dst_tags) {
+                (Some(a), Some(b)) if !verify::tags_equal(a, b) => Verdict::TagsDiffer,
+                _ => Verdict::Identical,
+            }
+        } else {
+            Verdict::Differs(vec!["content differs (--deep)".to_string()])
+        };
+    }
+    Ok(Compared { verdict, src_tags })
+}
+
+/// Give a directory end (no ETag) the ETag S3 would give its content with the
+/// other end's part layout, so the two can be compared.
+async fn fill_etags(
+    job: &Job<'_>,
+    src: &mut ObjectInfo,
+    dst: &mut ObjectInfo,
+    src_layout: Option<&[u64]>,
+) -> Result<()> {
+    let conc = job.opts.part_concurrency;
+    // The layout (and whether it is the multipart form) the etag-less side is hashed with.
+    let (layout, multipart): (Option<Vec<u64>>, bool) = match (&src.etag, &dst.etag) {
+        (None, None) => (Some(vec![src.size]), false),
+        (Some(e), None) => match etag_parts(e) {
+            None => (Some(vec![src.size]), false),
+            Some(_) => match src_layout {
+                Some(l) => (Some(l.to_vec()), true),
+                None => (part_layout(job.src(), job.key(), src, conc).await?, true),
+            },
+        },
+        (None, Some(e)) => match etag_parts(e) {
+            None => (Some(vec![dst.size]), false),
+            Some(_) => (part_layout(job.dst(), job.tkey(), dst, conc).await?, true),
+        },
+        (Some(_), Some(_)) => return Ok(()),
+    };
+    let Some(layout) = layout else {
+        return Ok(());
+    };
+    if src.etag.is_none() {
+        src.etag = Some(layout_etag(job.src(), job.key(), &layout, multipart).await?);
+    }
+    if dst.etag.is_none() {
+        dst.etag = Some(layout_etag(job.dst(), job.tkey(), &layout, multipart).await?);
+    }
+    Ok(())
+}
+
+/// The ETag of `key`'s content with `layout` (`multipart`: the `-N` form even for one part).
+async fn layout_etag(
+    store: &dyn ObjectStore,
+    key: &str,
+    layout: &[u64],
+    multipart: bool,
+) -> Result<String> {
+    if multipart {
+        compute_multipart_etag(store, key, layout).await
+    } else {
+        compute_etag(store, key, layout).await
+    }
+}
+
+/// Stream both objects and compare them byte for byte (memory: one chunk of each).
+async fn contents_equal(job: &Job<'_>, pin: Option<&str>) -> Result<bool> {
+    let mut a = job.src().get(job.key(), None, pin).await?;
+    let mut b = job.dst().get(job.tkey(), None, None).await?;
+    let (mut ca, mut cb) = (Bytes::new(), Bytes::new());
+    loop {
+        if ca.is_empty() {
+            match a.next().await {
+                Some(c) => {
+                    ca = c?;
+                    continue;
+                }
+                None => {
+                    // Source done: equal if the target is done too.
+                    if !cb.is_empty() {
+                        return Ok(false);
+                    }
+                    while let Some(c) = b.next().await {
+                        if !c?.is_empty() {
+                            return Ok(false);
+                        }
+                    }
+                    return Ok(true);
+                }
+            }
+        }
+        if cb.is_empty() {
+            match b.next().await {
+                Some(c) => {
+                    cb = c?;
+                    continue;
+                }
+                None => return Ok(false),
+            }
+        }
+        let n = ca.len().min(cb.len());
+        if ca[..n] != cb[..n] {
+            return Ok(false);
+        }
+        ca = ca.slice(n..);
+        cb = cb.slice(n..);
+    }
+}
+
+/// Check mode: compare, never write.
+async fn check(job: &Job<'_>) -> Result<Done> {
+    let info = match job.head_source().await? {
+        Ok(info) => info,
+        Err(done) => return Ok(done),
+    };
+    let pin = job.pin(&info)?;
+    let compared = compare_ends(job, &info, None, pin.as_deref()).await?;
+    match compared.verdict {
+        Verdict::Identical => Ok(Done::new(Outcome::Verified, info.size)),
+        Verdict::Unknown(why) => Ok(Done {
+            outcome: Outcome::Verified,
+            bytes: info.size,
+            note: Some(format!(
+                "size, headers and metadata match; content not compared: {why} (use --deep)"
+            )),
+        }),
+        Verdict::Missing => Err(Error::new(
+            ErrorKind::Permanent,
+            TARGET_MISSING,
+            job.dst_subject(),
+            "the target object does not exist",
+        )),
+        Verdict::TagsDiffer => Err(Error::new(
+            ErrorKind::Permanent,
+            MISMATCH,
+            job.dst_subject(),
+            "tags differ",
+        )),
+        Verdict::Differs(reasons) => Err(Error::new(
+            ErrorKind::Permanent,
+            MISMATCH,
+            job.dst_subject(),
+            reasons.join("; "),
+        )),
+    }
+}
+
+/// Aborts a multipart upload if dropped before [`UploadGuard::disarm`]: on
+/// errors (awaited by [`UploadGuard::abort`]) and on cancellation (spawned),
+/// so no orphaned parts are billed.
+struct UploadGuard {
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    upload_id: Option<String>,
+}
+
+impl UploadGuard {
+    fn new(store: Arc<dyn ObjectStore>, key: &str, upload_id: &str) -> Self {
+        UploadGuard {
+            store,
+            key: key.to_string(),
+            upload_id: Some(upload_id.to_string()),
+        }
+    }
+
+    /// The upload completed: nothing to abort.
+    fn disarm(mut self) {
+        self.upload_id = None;
+    }
+
+    /// Abort now (after a failure); an abort failure is logged, the original error wins.
+    async fn abort(mut self) {
+        if let Some(id) = self.upload_id.take() {
+            if let Err(e) = self.store.abort_multipart(&self.key, &id).await {
+                tracing::error!(error = %e, upload_id = %id, "could not abort the multipart upload");
+            }
+        }
+    }
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        let Some(id) = self.upload_id.take() else {
+            return;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(upload_id = %id, key = %self.key, "multipart upload left open (no runtime to abort it)");
+            return;
+        };
+        let store = self.store.clone();
+        let key = std::mem::take(&mut self.key);
+        handle.spawn(async move {
+            if let Err(e) = store.abort_multipart(&key, &id).await {
+                tracing::error!(error = %e, upload_id = %id, "could not abort a cancelled multipart upload");
+            }
+        });
+    }
+}
+
+/// Run a multipart upload's parts and completion; abort on failure.
+async fn run_upload<F, Fut>(
+    guard: UploadGuard,
+    count: usize,
+    in_flight: usize,
+    part: F,
+) -> Result<String>
+where
+    F: Fn(i32) -> Fut,
+    Fut: std::future::Future<Output = Result<crate::store::CompletedPart>>,
+{
+    let result = async {
+        let mut parts: Vec<_> = futures::stream::iter(1..=count as i32)
+            .map(&part)
+            .buffer_unordered(in_flight.max(1))
+            .try_collect()
+            .await?;
+        parts.sort_by_key(|p: &crate::store::CompletedPart| p.number);
+        let id = guard.upload_id.as_deref().unwrap_or_default();
+        guard.store.complete_multipart(&guard.key, id, &parts).await
+    }
+    .await;
+    match result {
+        Ok(etag) => {
+            guard.disarm();
+            Ok(etag)
+        }
+        Err(e) => {
+            guard.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// Planned as parts: their ranges, for the runners.
+fn part_ranges(planned: &Planned) -> Option<&[(u64, u64)]> {
+    match &planned.plan {
+        Plan::Single => None,
+        Plan::Parts(r) => Some(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! process_key between two real directory stores (no server needed), and
+    //! its retry policy through a fault-injecting wrapper around one.
+
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::store::dir::DirStore;
+    use crate::store::{ByteStream, CompletedPart, ListPage, ListRequest, PutOptions};
+
+    /// A directory store whose next GETs fail with queued errors.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: DirStore,
+        failures: Mutex<Vec<(ErrorKind, &'static str)>>,
+        gets: AtomicU32,
+    }
+
+    #[async_trait]
+    impl ObjectStore for Flaky {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        async fn list_page(&self, req: &ListRequest) -> Result<ListPage> {
+            self.inner.list_page(req).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+            self.inner.head(key).await
+        }
+        async fn part_size(&self, key: &str, part: u32) -> Result<u64> {
+            self.inner.part_size(key, part).await
+        }
+        async fn get(
+            &self,
+            key: &str,
+            range: Option<(u64, u64)>,
+            if_match: Option<&str>,
+        ) -> Result<ByteStream> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            let failure = self.failures.lock().unwrap().pop();
+            if let Some((kind, class)) = failure {
+                return Err(Error::new(kind, class, key, "injected"));
+            }
+            self.inner.get(key, range, if_match).await
+        }
+        async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<String> {
+            self.inner.put(key, body, opts).await
+        }
+        async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
+            self.inner.create_multipart(key, opts).await
+        }
+        async fn upload_part(&self, key: &str, id: &str, n: i32, body: Bytes) -> Result<String> {
+            self.inner.upload_part(key, id, n, body).await
+        }
+        async fn complete_multipart(
+            &self,
+            key: &str,
+            id: &str,
+            parts: &[CompletedPart],
+        ) -> Result<String> {
+            self.inner.complete_multipart(key, id, parts).await
+        }
+        async fn abort_multipart(&self, key: &str, id: &str) -> Result<()> {
+            self.inner.abort_multipart(key, id).await
+        }
+        async fn get_tags(&self, key: &str) -> Result<Option<Vec<(String, String)>>> {
+            self.inner.get_tags(key).await
+        }
+        async fn put_tags(&self, key: &str, tags: &[(String, String)]) -> Result<()> {
+            self.inner.put_tags(key, tags).await
+        }
+    }
+
+    fn item(key: &str) -> KeyItem {
+        KeyItem {
+            key: key.to_string(),
+            ..KeyItem::default()
+        }
+    }
+
+    fn opts(mode: Mode) -> TransferOptions {
+        TransferOptions {
+            mode,
+            multipart_threshold: 8,
+            part_size: 4,
+            part_concurrency: 2,
+            ..TransferOptions::default()
+        }
+    }
+
+    struct Dirs {
+        src: tempfile::TempDir,
+        dst: tempfile::TempDir,
+        ends: Endpoints,
+    }
+
+    fn dirs(files: &[(&str, &[u8])]) -> Dirs {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for (k, v) in files {
+            let p = src.path().join(k);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, v).unwrap();
+        }
+        let ends = Endpoints {
+            source: Arc::new(DirStore::open_existing(src.path()).unwrap()),
+            target: Arc::new(DirStore::create(dst.path()).unwrap()),
+            // Copy mode asked for server-side, but directories cannot: it streams.
+            server_side: true,
+        };
+        Dirs { src, dst, ends }
+    }
+
+    async fn ok(ends: &Endpoints, item: &KeyItem, opts: &TransferOptions) -> Done {
+        process_key(ends, item, opts).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn directory_to_directory_in_every_mode() {
+        let files: [(&str, &[u8]); 3] = [
+            ("a/eleven.bin", b"hello world"),
+            ("empty", b""),
+            ("small.txt", b"abc"),
+        ];
+        let d = dirs(&files);
+        for (key, content) in files {
+            for mode in [Mode::Copy, Mode::Downup] {
+                let done = ok(&d.ends, &item(key), &opts(mode)).await;
+                assert_eq!(done.outcome, Outcome::Copied, "{mode} {key}");
+                assert_eq!(done.bytes, content.len() as u64);
+                assert_eq!(std::fs::read(d.dst.path().join(key)).unwrap(), content);
+            }
+            let done = ok(&d.ends, &item(key), &opts(Mode::Check)).await;
+            assert_eq!(done.outcome, Outcome::Verified, "{key}");
+            let mut verify = opts(Mode::Downup);
+            verify.verify = true;
+            let done = ok(&d.ends, &item(key), &verify).await;
+            assert_eq!(done.outcome, Outcome::SkippedIdentical, "{key}");
+        }
+        // Eleven bytes above an 8-byte threshold: three parts of 4, 4, 3 bytes.
+        let done = ok(&d.ends, &item("a/eleven.bin"), &opts(Mode::Downup)).await;
+        assert!(done.note.unwrap().contains("-3"));
+
+        std::fs::write(d.dst.path().join("small.txt"), b"abd").unwrap();
+        let err = process_key(&d.ends, &item("small.txt"), &opts(Mode::Check))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, MISMATCH);
+        assert!(err.message.starts_with("etag "), "{}", err.message);
+        let mut verify = opts(Mode::Copy);
+        verify.verify = true;
+        assert_eq!(
+            ok(&d.ends, &item("small.txt"), &verify).await.outcome,
+            Outcome::Copied
+        );
+        assert_eq!(
+            std::fs::read(d.dst.path().join("small.txt")).unwrap(),
+            b"abc"
+        );
+
+        std::fs::remove_file(d.dst.path().join("empty")).unwrap();
+        let err = process_key(&d.ends, &item("empty"), &opts(Mode::Check))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, TARGET_MISSING);
+
+        for mode in [Mode::Copy, Mode::Downup, Mode::Check] {
+            let done = ok(&d.ends, &item("nope"), &opts(mode)).await;
+            assert_eq!(done.outcome, Outcome::SourceMissing, "{mode}");
+        }
+        let mut window = opts(Mode::Downup);
+        window.modified_since = Some(Utc::now() + chrono::Duration::hours(1));
+        let done = ok(&d.ends, &item("small.txt"), &window).await;
+        assert_eq!(done.outcome, Outcome::SkippedFiltered);
+        drop(d.src);
+    }
+
+    #[tokio::test]
+    async fn deep_compare_finds_same_size_changes() {
+        let d = dirs(&[("k", b"0123456789")]);
+        ok(&d.ends, &item("k"), &opts(Mode::Downup)).await;
+        let mut deep = opts(Mode::Check);
+        deep.deep = true;
+        assert_eq!(
+            ok(&d.ends, &item("k"), &deep).await.outcome,
+            Outcome::Verified
+        );
+        assert!(contents_equal(
+            &Job {
+                ends: &d.ends,
+                item: &item("k"),
+                opts: &deep
+            },
+            None
+        )
+        .await
+        .unwrap());
+        std::fs::write(d.dst.path().join("k"), b"0123456780").unwrap();
+        let job = Job {
+            ends: &d.ends,
+            item: &item("k"),
+            opts: &deep,
+        };
+        assert!(!contents_equal(&job, None).await.unwrap());
+        std::fs::write(d.dst.path().join("k"), b"01234567890").unwrap();
+        assert!(!contents_equal(&job, None).await.unwrap(), "longer target");
+        std::fs::write(d.dst.path().join("k"), b"012345678").unwrap();
+        assert!(!contents_equal(&job, None).await.unwrap(), "shorter target");
+    }
+
+    fn flaky(d: &Dirs, failures: Vec<(ErrorKind, &'static str)>) -> (Endpoints, Arc<Flaky>) {
+        let src = Arc::new(Flaky {
+            inner: DirStore::open_existing(d.src.path()).unwrap(),
+            failures: Mutex::new(failures),
+            gets: AtomicU32::new(0),
+        });
+        let ends = Endpoints {
+            source: src.clone(),
+            target: d.ends.target.clone(),
+            server_side: false,
+        };
+        (ends, src)
+    }
+
+    #[tokio::test]
+    async fn retryable_failures_are_retried_and_permanent_ones_are_not() {
+        let d = dirs(&[("k", b"abc")]);
+        let o = opts(Mode::Downup);
+
+        let (ends, src) = flaky(&d, vec![(ErrorKind::Retryable, "SlowDown")]);
+        assert_eq!(ok(&ends, &item("k"), &o).await.outcome, Outcome::Copied);
+        assert_eq!(src.gets.load(Ordering::SeqCst), 2);
+
+        let (ends, src) = flaky(&d, vec![(ErrorKind::AccessDenied, "AccessDenied")]);
+        let err = process_key(&ends, &item("k"), &o).await.unwrap_err();
+        assert_eq!(err.class, "AccessDenied");
+        assert_eq!(src.gets.load(Ordering::SeqCst), 1);
+
+        let once = TransferOptions {
+            max_attempts: 1,
+            ..o.clone()
+        };
+        let (ends, _) = flaky(&d, vec![(ErrorKind::Retryable, "SlowDown")]);
+        let err = process_key(&ends, &item("k"), &once).await.unwrap_err();
+        assert!(err.kind.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_source_changed_midway_is_replanned_unless_the_listing_pinned_it() {
+        let d = dirs(&[("k", b"abc")]);
+        let o = opts(Mode::Downup);
+        let changed = (ErrorKind::PreconditionFailed, "PreconditionFailed");
+
+        let (ends, src) = flaky(&d, vec![changed]);
+        assert_eq!(ok(&ends, &item("k"), &o).await.outcome, Outcome::Copied);
+        assert_eq!(src.gets.load(Ordering::SeqCst), 2);
+
+        let pinned = KeyItem {
+            etag: Some("\"0123\"".into()),
+            ..item("k")
+        };
+        let (ends, src) = flaky(&d, vec![changed]);
+        let err = process_key(&ends, &pinned, &o).await.unwrap_err();
+        assert_eq!(err.class, SOURCE_CHANGED);
+        assert_eq!(err.kind, ErrorKind::PreconditionFailed);
+        assert_eq!(src.gets.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn mode_names() {
+        use clap::ValueEnum;
+        for m in Mode::value_variants() {
+            assert_eq!(Mode::from_str(m.as_str(), false).unwrap(), *m);
+            assert_eq!(m.to_string(), m.as_str());
+        }
+    }
+}
