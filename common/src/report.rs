@@ -221,6 +221,14 @@ impl ReportLocation {
         Ok(out)
     }
 
+    /// Every row of one report file (`key` as [`report_files`](Self::report_files)
+    /// lists it). Report files are written once and never changed, so a reader
+    /// may remember which files it has read.
+    pub async fn read_rows(&self, key: &str) -> Result<Vec<ReportRow>> {
+        let data = self.read_all(key).await?;
+        decode_rows(&data, key)
+    }
+
     /// Write the job record (overwrites).
     pub async fn write_job(&self, job: &JobRecord) -> Result<()> {
         let body = serde_json::to_vec_pretty(job).expect("JobRecord serializes");
@@ -307,6 +315,23 @@ impl ReportLocation {
         }
         Ok(())
     }
+}
+
+/// Open the configured report location (`report.location`): `s3://bucket/prefix/`
+/// through the `aws.copy` section's S3 client, or a directory (created when
+/// missing). `Ok(None)` when no location is configured: no reports are written
+/// and `commander status` shows queue depths only. Errors name `report.location`.
+pub async fn open_report_location(cfg: &crate::config::Config) -> Result<Option<ReportLocation>> {
+    let Some(text) = cfg.report_location.as_deref() else {
+        return Ok(None);
+    };
+    let location = crate::location::Location::parse(text, "report.location")?;
+    let client = match location {
+        crate::location::Location::S3 { .. } => Some(crate::clients::s3_client(&cfg.aws.copy).await),
+        crate::location::Location::Dir { .. } => None,
+    };
+    let store = crate::store::open::open_store(&location.container(), client, true).await?;
+    Ok(Some(ReportLocation::new(store, location.prefix())))
 }
 
 /// What `commander run` records about a job, next to its reports.
@@ -491,8 +516,27 @@ impl Aggregator {
         }
     }
 
+    /// The summary so far, without consuming the aggregator (so `commander
+    /// status --watch` can keep adding the rows of new report files). Failure
+    /// classes are filled only when the aggregator keeps failed rows.
+    pub fn snapshot(&self) -> Summary {
+        self.summarize().0
+    }
+
     /// The summary, and the rows whose latest outcome is `failed`.
     pub fn finish(self) -> (Summary, Vec<ReportRow>) {
+        let (s, keep) = self.summarize();
+        let failed = self
+            .failed_rows
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(row, k)| k.then_some(row))
+            .collect();
+        (s, failed)
+    }
+
+    /// The summary, and per kept failed row whether it is still the key's latest outcome.
+    fn summarize(&self) -> (Summary, Vec<bool>) {
         let mut s = Summary {
             rows: self.rows,
             first_finished: self.first,
@@ -512,9 +556,9 @@ impl Aggregator {
                 Outcome::Failed => s.failed += 1,
             }
         }
-        let mut failed = Vec::new();
-        for row in self.failed_rows {
-            let h = key_hash(&row);
+        let mut keep = Vec::with_capacity(self.failed_rows.len());
+        for row in &self.failed_rows {
+            let h = key_hash(row);
             let still_failed = self
                 .latest
                 .get(&h)
@@ -530,10 +574,10 @@ impl Aggregator {
                         row.error_message.clone().unwrap_or_default()
                     ));
                 }
-                failed.push(row);
             }
+            keep.push(still_failed);
         }
-        (s, failed)
+        (s, keep)
     }
 }
 
@@ -615,6 +659,21 @@ mod tests {
         assert_eq!(failed[0].source_key, "k2");
         assert_eq!(s.failures["AccessDenied"].count, 1);
         assert_eq!(failures_manifest(&failed), "src,k2\n");
+    }
+
+    #[test]
+    fn snapshot_is_finish_without_consuming() {
+        let mut a = Aggregator::new(true);
+        a.add(row("k1", Outcome::Failed, 1));
+        a.add(row("k2", Outcome::Copied, 2));
+        let early = a.snapshot();
+        assert_eq!((early.total, early.failed, early.succeeded), (2, 1, 1));
+        a.add(row("k1", Outcome::Copied, 3));
+        let snap = a.snapshot();
+        let (done, failed) = a.finish();
+        assert_eq!(snap, done);
+        assert_eq!((done.total, done.failed, done.succeeded), (2, 0, 2));
+        assert!(failed.is_empty() && done.failures.is_empty());
     }
 
     #[test]

@@ -1,1 +1,69 @@
-fn main() {}
+//! `executor` binary: parse flags, apply the `.env` file, turn SIGTERM/SIGINT into a
+//! cancellation, and hand both to [`executor::run`]. A second signal exits at once
+//! (messages still held reappear after their visibility timeout: nothing is lost).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use executor::Cli;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Before any thread exists: AWS_* variables written in .env must reach aws-config.
+    if let Err(e) = common::config::apply_dotenv_to_process(cli.global.env_file.as_deref()) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signals(shutdown.clone()));
+        match executor::run(cli, shutdown).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "executor failed");
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// First SIGTERM/SIGINT: graceful stop. Second: exit now.
+async fn on_signals(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warning: cannot listen for SIGTERM: {e}");
+            return;
+        }
+    };
+    let mut first = true;
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        };
+        if first {
+            tracing::info!(
+                signal = name,
+                "shutting down gracefully (a second signal exits at once)"
+            );
+            shutdown.cancel();
+            first = false;
+        } else {
+            tracing::warn!(signal = name, "second signal: exiting now");
+            std::process::exit(130);
+        }
+    }
+}

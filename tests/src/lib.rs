@@ -140,4 +140,5 @@ pub fn server_env() -> Vec<(String, String)> {
 pub mod faultproxy;
 pub mod queues;
 pub mod runs;
+pub mod scenario;
 pub mod stores;

@@ -19,8 +19,9 @@ use common::report::Outcome;
 use common::store::dir::DirStore;
 use common::store::s3::S3Store;
 use common::store::ObjectStore;
-use common::transfer::{process_key, Done, Endpoints, Mode, TransferOptions};
+use common::transfer::{process_key, BufferPool, Done, Endpoints, Mode, TransferOptions};
 use common::ErrorKind;
+use md5::Digest;
 use testsupport::{bucket, s3};
 
 const MIB: usize = 1024 * 1024;
@@ -794,4 +795,184 @@ async fn archived_source_is_a_permanent_failure() {
         );
     }
     assert!(testsupport::keys(&dst).await.is_empty());
+}
+
+/// Downup options that keep a single-part source in one request: 5 MiB part
+/// buffers, a threshold far above the objects, one shared 5 MiB budget.
+fn streaming(mode: Mode, pool: &BufferPool) -> TransferOptions {
+    TransferOptions {
+        mode,
+        multipart_threshold: 1 << 30,
+        part_size: 5 * MIB as u64,
+        part_concurrency: 1,
+        buffers: Some(pool.clone()),
+        ..opts(mode)
+    }
+}
+
+/// A single-part source of 12 MiB with headers, metadata and tags.
+async fn twelve_mib(b: &str, key: &str) -> Vec<u8> {
+    let content = data(12 * MIB, 11);
+    s3().put_object()
+        .bucket(b)
+        .key(key)
+        .body(ByteStream::from(content.clone()))
+        .content_type("application/x-big")
+        .cache_control("max-age=5")
+        .metadata("origin", "stream")
+        .tagging("kind=streamed")
+        .send()
+        .await
+        .unwrap();
+    content
+}
+
+#[tokio::test]
+async fn downup_streams_a_large_single_part_source_and_keeps_its_etag() {
+    let (src, dst) = (bucket("tx-src").await, bucket("tx-dst").await);
+    twelve_mib(&src, "big.bin").await;
+    // Larger than part_concurrency × part_size (5 MiB), below the threshold:
+    // one streamed PutObject, not a 3-part upload.
+    let pool = BufferPool::new(5 * MIB as u64);
+    let e = ends(store(&src), store(&dst), false);
+    let done = run(&e, &item("big.bin"), &streaming(Mode::Downup, &pool)).await;
+    assert_eq!(done.outcome, Outcome::Copied);
+    assert_eq!(done.note, None, "an exact copy has no note");
+    assert_eq!(done.bytes, 12 * MIB as u64);
+    let etag = assert_same(&src, "big.bin", &dst).await;
+    assert!(!etag.contains('-'), "plain MD5 ETag, not multipart: {etag}");
+    assert_eq!(open_uploads(&dst).await, 0, "no multipart upload was used");
+    assert_eq!(pool.available(), pool.capacity(), "budget given back");
+    // --verify now finds it identical; check agrees.
+    let mut v = streaming(Mode::Downup, &pool);
+    v.verify = true;
+    assert_eq!(
+        run(&e, &item("big.bin"), &v).await.outcome,
+        Outcome::SkippedIdentical
+    );
+    assert_eq!(
+        run(&e, &item("big.bin"), &opts(Mode::Check)).await.outcome,
+        Outcome::Verified
+    );
+}
+
+#[tokio::test]
+async fn streamed_single_part_objects_round_trip_through_a_directory() {
+    let (src, back) = (bucket("tx-src").await, bucket("tx-back").await);
+    let content = twelve_mib(&src, "d/big.bin").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: Arc<dyn ObjectStore> = Arc::new(DirStore::create(tmp.path()).unwrap());
+    let pool = BufferPool::new(5 * MIB as u64);
+
+    // S3 → directory: streamed into a temp file, renamed into place.
+    let down = ends(store(&src), dir.clone(), false);
+    let done = run(&down, &item("d/big.bin"), &streaming(Mode::Downup, &pool)).await;
+    assert_eq!((done.outcome, done.note), (Outcome::Copied, None));
+    assert!(std::fs::read(tmp.path().join("d/big.bin")).unwrap() == content);
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["big.bin"], "no temp file left behind");
+    assert_eq!(
+        run(&down, &item("d/big.bin"), &opts(Mode::Check))
+            .await
+            .outcome,
+        Outcome::Verified
+    );
+
+    // Directory → S3: one streamed PutObject, so the ETag is the file's MD5,
+    // the same as the original single-part object's.
+    let up = ends(dir.clone(), store(&back), false);
+    let done = run(&up, &item("d/big.bin"), &streaming(Mode::Downup, &pool)).await;
+    assert_eq!((done.outcome, done.note), (Outcome::Copied, None));
+    let head = |b: String| async move {
+        s3().head_object()
+            .bucket(b)
+            .key("d/big.bin")
+            .send()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (head(src.clone()).await, head(back.clone()).await);
+    assert_eq!(a.e_tag(), b.e_tag());
+    assert!(!b.e_tag().unwrap().contains('-'), "{:?}", b.e_tag());
+    assert!(body(&back, "d/big.bin").await == content);
+    assert_eq!(pool.available(), pool.capacity());
+}
+
+/// A body stream of `chunks`, then `tail` (an error, or nothing).
+fn chunked(chunks: &[&[u8]], tail: Option<common::Error>) -> common::store::ByteStream {
+    let mut items: Vec<common::Result<bytes::Bytes>> = chunks
+        .iter()
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    items.extend(tail.map(Err));
+    Box::pin(futures::stream::iter(items))
+}
+
+#[tokio::test]
+async fn put_stream_writes_exactly_the_announced_length_or_nothing() {
+    let b = bucket("tx-put").await;
+    let tmp = tempfile::tempdir().unwrap();
+    // The production default (checksums only when required) and the SDK's
+    // default (a CRC32 trailer on every streamed upload).
+    let required = aws_sdk_s3::Client::from_conf(
+        s3().config()
+            .to_builder()
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .build(),
+    );
+    let stores: [Arc<dyn ObjectStore>; 3] = [
+        Arc::new(S3Store::new(required, &b)),
+        store(&b),
+        Arc::new(DirStore::create(tmp.path()).unwrap()),
+    ];
+    let po = common::store::PutOptions::default();
+    for (i, st) in stores.iter().enumerate() {
+        let key = format!("k{i}");
+        let etag = st
+            .put_stream(&key, chunked(&[b"hello", b" ", b"world"], None), 11, &po)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", st.describe()));
+        assert_eq!(
+            etag.trim_matches('"'),
+            hex::encode(md5::Md5::digest(b"hello world"))
+        );
+        let info = st.head(&key).await.unwrap().unwrap();
+        assert_eq!(info.size, 11, "{}", st.describe());
+
+        let fail = |body, len| {
+            let (st, key, po) = (st.clone(), format!("bad{i}"), po.clone());
+            async move {
+                let err = st.put_stream(&key, body, len, &po).await.unwrap_err();
+                assert!(
+                    st.head(&key).await.unwrap().is_none(),
+                    "{}: nothing written after {err}",
+                    st.describe()
+                );
+                err
+            }
+        };
+        let err = fail(chunked(&[b"hello"], None), 11).await;
+        assert_eq!(err.class, "SizeMismatch", "{}: fewer: {err}", st.describe());
+        assert!(err.kind.is_retryable());
+        let err = fail(chunked(&[b"hello", b" world"], None), 5).await;
+        assert_eq!(err.class, "SizeMismatch", "{}: more: {err}", st.describe());
+        let broken = common::Error::new(ErrorKind::Retryable, "BodyRead", "src", "cut");
+        let err = fail(chunked(&[b"hello"], Some(broken)), 11).await;
+        assert_eq!(
+            err.class,
+            "BodyRead",
+            "{}: the body's error: {err}",
+            st.describe()
+        );
+    }
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["k2"], "no temp files left behind");
 }

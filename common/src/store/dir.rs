@@ -17,12 +17,12 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use md5::{Digest, Md5};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::etag::{etag_eq, md5_etag, multipart_etag};
 use super::{
-    ByteStream, CompletedPart, ListPage, ListRequest, Listed, ObjectAttrs, ObjectInfo, ObjectStore,
-    PutOptions,
+    length_mismatch, ByteStream, CompletedPart, ListPage, ListRequest, Listed, ObjectAttrs,
+    ObjectInfo, ObjectStore, PutOptions,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -661,6 +661,84 @@ impl ObjectStore for DirStore {
         .await
     }
 
+    async fn put_stream(
+        &self,
+        key: &str,
+        body: ByteStream,
+        len: u64,
+        opts: &PutOptions,
+    ) -> Result<String> {
+        let subject = self.subject(key);
+        let mut body = body;
+        if len == 0 {
+            // Nothing to stream (and a key ending in `/` is a directory marker): as put.
+            while let Some(chunk) = body.next().await {
+                if !chunk?.is_empty() {
+                    return Err(length_mismatch(&subject, len, "more"));
+                }
+            }
+            return self.put(key, Bytes::new(), opts).await;
+        }
+        let rel = self.map(key)?;
+        let root = self.root.clone();
+        let mtime = wanted_mtime(opts);
+        let subj = subject.clone();
+        let (parent, final_path, tmp, file) = blocking(subject.clone(), move || {
+            let parent = prepare_dirs(&root, &rel, false, &subj)?;
+            let final_path = root.join(&rel);
+            check_final(&final_path, &rel, &subj)?;
+            let tmp = parent.join(temp_name(file_name(&rel)));
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| io_error(e, &subj, "cannot create a temp file"))?;
+            Ok((parent, final_path, tmp, f))
+        })
+        .await?;
+        // Removes the temp file on failure and on cancellation.
+        let guard = TempFile(Some(tmp.clone()));
+        let mut out = tokio::fs::File::from_std(file);
+        let mut hash = Md5::new();
+        let mut written = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            written += chunk.len() as u64;
+            if written > len {
+                return Err(length_mismatch(&subject, len, "more"));
+            }
+            hash.update(&chunk);
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| io_error(e, &subject, "cannot write"))?;
+        }
+        if written < len {
+            return Err(length_mismatch(&subject, len, "fewer"));
+        }
+        out.flush()
+            .await
+            .map_err(|e| io_error(e, &subject, "cannot write"))?;
+        let file = out.into_std().await;
+        let subj = subject.clone();
+        blocking(subject, move || {
+            let subject = subj;
+            if let Some(t) = mtime {
+                file.set_modified(t)
+                    .map_err(|e| io_error(e, &subject, "cannot set the modification time"))?;
+            }
+            file.sync_all()
+                .map_err(|e| io_error(e, &subject, "cannot flush the file"))?;
+            drop(file);
+            fs::rename(&tmp, &final_path)
+                .map_err(|e| io_error(e, &subject, "cannot rename into place"))?;
+            sync_dir(&parent);
+            Ok(())
+        })
+        .await?;
+        guard.disarm();
+        Ok(md5_etag(&hash.finalize().into()))
+    }
+
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
         let subject = self.subject(key);
         let rel = self.map(key)?;
@@ -835,6 +913,25 @@ impl ObjectStore for DirStore {
 
     async fn put_tags(&self, _key: &str, _tags: &[(String, String)]) -> Result<()> {
         Ok(())
+    }
+}
+
+/// A streamed write's temp file, removed when dropped before [`TempFile::disarm`]
+/// (a failed or cancelled [`ObjectStore::put_stream`] leaves nothing behind).
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    /// The file was renamed into place: nothing to remove.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
     }
 }
 

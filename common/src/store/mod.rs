@@ -106,6 +106,20 @@ pub struct CompletedPart {
     pub etag: String,
 }
 
+/// Class of the error when a streamed body is longer or shorter than announced.
+pub const SIZE_MISMATCH: &str = "SizeMismatch";
+
+/// The error of a [`ObjectStore::put_stream`] body whose length is not the
+/// announced one: retryable (the source changed or a read was cut short).
+pub fn length_mismatch(subject: &str, len: u64, what: &str) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::Retryable,
+        SIZE_MISMATCH,
+        subject,
+        format!("the body has {what} than the announced {len} bytes"),
+    )
+}
+
 /// A store of objects addressed by key.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
@@ -133,12 +147,50 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Write a whole object in one request. Atomic: readers see the old or the new object.
     async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<String>;
 
+    /// Write a whole object from a stream of known length in one request (S3:
+    /// one PutObject with Content-Length; directories: temp file + rename).
+    /// Memory: the chunks in flight, not the object. Atomic like [`put`](Self::put):
+    /// a body that fails, or yields more or fewer than `len` bytes, writes
+    /// nothing and fails with the body's error (class `SizeMismatch` for a
+    /// wrong length). The request is not retried by the store (a stream cannot
+    /// be replayed): the caller restarts it. Returns the new ETag.
+    ///
+    /// The default buffers the body and calls [`put`](Self::put): correct, not
+    /// streaming; the stores of this crate override it.
+    async fn put_stream(
+        &self,
+        key: &str,
+        body: ByteStream,
+        len: u64,
+        opts: &PutOptions,
+    ) -> Result<String> {
+        use futures::StreamExt;
+        let subject = format!("{}/{key}", self.describe());
+        let mut body = body;
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk?);
+            if buf.len() as u64 > len {
+                return Err(length_mismatch(&subject, len, "more"));
+            }
+        }
+        if (buf.len() as u64) < len {
+            return Err(length_mismatch(&subject, len, "fewer"));
+        }
+        self.put(key, buf.freeze(), opts).await
+    }
+
     /// Start a multipart upload; returns its id.
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String>;
 
     /// Upload one part; returns its ETag.
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes)
-        -> Result<String>;
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<String>;
 
     /// Complete an upload; returns the object's ETag.
     async fn complete_multipart(

@@ -4,9 +4,13 @@
 //! object, a changed source, a permission problem, an archived object or permanent.
 
 use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::PoisonError;
+use std::task::{ready, Context, Poll};
 
 use async_trait::async_trait;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::types::{
     ChecksumMode, CompletedMultipartUpload, CompletedPart as SdkCompletedPart, EncodingType,
@@ -16,11 +20,12 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::date_time::Format;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use http_body::{Frame, SizeHint};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::{
-    ByteStream, CompletedPart, ListPage, ListRequest, Listed, ObjectAttrs, ObjectInfo, ObjectStore,
-    PutOptions,
+    length_mismatch, ByteStream, CompletedPart, ListPage, ListRequest, Listed, ObjectAttrs,
+    ObjectInfo, ObjectStore, PutOptions,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -212,6 +217,26 @@ impl S3Store {
                     format!("UploadPartCopy of part {number} answered without an ETag"),
                 )
             })
+    }
+
+    /// A PutObject with `opts`' headers, metadata, tags, storage class and ACL; no body yet.
+    fn put_request(&self, key: &str, opts: &PutOptions) -> PutObjectFluentBuilder {
+        let a = &opts.attrs;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_content_type(a.content_type.clone())
+            .set_content_encoding(a.content_encoding.clone())
+            .set_content_disposition(a.content_disposition.clone())
+            .set_content_language(a.content_language.clone())
+            .set_cache_control(a.cache_control.clone())
+            .set_website_redirect_location(a.website_redirect.clone())
+            .set_expires(a.expires.as_deref().and_then(parse_http_date))
+            .set_metadata(metadata_map(&a.metadata))
+            .set_tagging(opts.tags.as_deref().map(tagging_header))
+            .set_storage_class(opts.storage_class.as_deref().map(StorageClass::from))
+            .set_acl(opts.acl.as_deref().map(ObjectCannedAcl::from))
     }
 
     /// Multipart uploads in progress under a prefix, with their start time (for `commander cleanup`).
@@ -440,27 +465,46 @@ impl ObjectStore for S3Store {
 
     async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<String> {
         let subject = self.subject(key);
-        let a = &opts.attrs;
         let out = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
+            .put_request(key, opts)
             .body(SdkByteStream::from(body))
-            .set_content_type(a.content_type.clone())
-            .set_content_encoding(a.content_encoding.clone())
-            .set_content_disposition(a.content_disposition.clone())
-            .set_content_language(a.content_language.clone())
-            .set_cache_control(a.cache_control.clone())
-            .set_website_redirect_location(a.website_redirect.clone())
-            .set_expires(a.expires.as_deref().and_then(parse_http_date))
-            .set_metadata(metadata_map(&a.metadata))
-            .set_tagging(opts.tags.as_deref().map(tagging_header))
-            .set_storage_class(opts.storage_class.as_deref().map(StorageClass::from))
-            .set_acl(opts.acl.as_deref().map(ObjectCannedAcl::from))
             .send()
             .await
             .map_err(|e| map_sdk_error(e, &subject))?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn put_stream(
+        &self,
+        key: &str,
+        body: ByteStream,
+        len: u64,
+        opts: &PutOptions,
+    ) -> Result<String> {
+        let subject = self.subject(key);
+        let content_length = i64::try_from(len).map_err(|_| {
+            Error::new(
+                ErrorKind::Invalid,
+                "EntityTooLarge",
+                &subject,
+                format!("{len} bytes cannot be sent in one request"),
+            )
+        })?;
+        let body = LenBody {
+            stream: std::sync::Mutex::new(body),
+            len,
+            remaining: len,
+            held: None,
+            finished: false,
+            subject: subject.clone(),
+        };
+        let out = self
+            .put_request(key, opts)
+            .content_length(content_length)
+            .body(SdkByteStream::from_body_1_x(body))
+            .send()
+            .await
+            .map_err(|e| stream_error(e, &subject))?;
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
 
@@ -807,6 +851,117 @@ fn parse_http_date(s: &str) -> Option<aws_smithy_types::DateTime> {
 
 fn to_chrono(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+/// The body of a streamed PutObject: our chunk stream as an http-body 1.x body
+/// of exactly `len` bytes. A longer or shorter stream is an error (so S3 never
+/// waits for bytes that will not come, and never stores a truncated object);
+/// the chunk that completes `len` is held back until the stream has ended,
+/// because the HTTP client stops reading a body once Content-Length is sent.
+/// The SDK wants a `Sync` body: the mutex provides that and is never contended
+/// (only `poll_frame`, through `&mut self`, touches the stream).
+struct LenBody {
+    stream: std::sync::Mutex<ByteStream>,
+    len: u64,
+    remaining: u64,
+    /// The last chunk, waiting for the end of the stream.
+    held: Option<Bytes>,
+    finished: bool,
+    subject: String,
+}
+
+impl http_body::Body for LenBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>>>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        let stream = this
+            .stream
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let next = ready!(stream.as_mut().poll_next(cx));
+            let frame = match (this.held.take(), next) {
+                (_, Some(Err(e))) => Err(e),
+                (Some(last), None) => {
+                    this.finished = true;
+                    Ok(Frame::data(last))
+                }
+                (Some(last), Some(Ok(chunk))) if chunk.is_empty() => {
+                    this.held = Some(last);
+                    continue;
+                }
+                (Some(_), Some(Ok(_))) => Err(length_mismatch(&this.subject, this.len, "more")),
+                (None, Some(Ok(chunk))) if chunk.len() as u64 > this.remaining => {
+                    Err(length_mismatch(&this.subject, this.len, "more"))
+                }
+                (None, Some(Ok(chunk))) => {
+                    this.remaining -= chunk.len() as u64;
+                    if this.remaining == 0 && !chunk.is_empty() {
+                        this.held = Some(chunk);
+                        continue;
+                    }
+                    Ok(Frame::data(chunk))
+                }
+                (None, None) if this.remaining > 0 => {
+                    Err(length_mismatch(&this.subject, this.len, "fewer"))
+                }
+                (None, None) => {
+                    this.finished = true;
+                    return Poll::Ready(None);
+                }
+            };
+            if frame.is_err() {
+                this.finished = true;
+            }
+            return Poll::Ready(Some(frame));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held = self.held.as_ref().map_or(0, |b| b.len() as u64);
+        SizeHint::with_exact(self.remaining + held)
+    }
+}
+
+/// A failed streamed request: the body's own error when it was the cause (its
+/// class says what went wrong with the source, e.g. `SizeMismatch`,
+/// `BodyRead`), else the SDK error mapped by [`map_sdk_error`].
+fn stream_error<E>(err: SdkError<E, HttpResponse>, subject: &str) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    let mut found = None;
+    while let Some(c) = cause {
+        if let Some(ours) = c.downcast_ref::<Error>() {
+            found = Some((
+                ours.kind,
+                ours.class.clone(),
+                ours.subject.clone(),
+                ours.message.clone(),
+            ));
+            break;
+        }
+        cause = c.source();
+    }
+    match found {
+        Some((kind, class, subj, message)) => {
+            Error::new(kind, class, subj, message).with_source(err)
+        }
+        None => map_sdk_error(err, subject),
+    }
 }
 
 fn body_stream(body: SdkByteStream, subject: String) -> ByteStream {

@@ -1,24 +1,36 @@
 //! Streaming transfer (downup mode, and copy mode when the ends cannot copy
-//! server-side): GET from the source, PUT or multipart upload on the target.
-//! Memory: at most `part_concurrency` parts of `part_size` per object (an
-//! object written in one request is buffered only when it fits that budget);
-//! no temp files, no size limit. Every read is pinned to the source ETag and
-//! every part's MD5 is checked by the target.
+//! server-side): GET from the source, then one PutObject (buffered up to one
+//! `part_size`, streamed chunk by chunk above that, up to 5 GiB) or a
+//! multipart upload on the target. Memory: at most `part_concurrency` parts
+//! of `part_size` per object, and — with [`TransferOptions::buffers`] — one
+//! budget for every object in flight; no temp files, no size limit. Every read
+//! is pinned to the source ETag and every byte's MD5 is checked.
+//!
+//! [`TransferOptions::buffers`]: super::TransferOptions::buffers
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
 
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::dir::{format_mtime, MTIME_META};
 use crate::store::s3::map_sdk_error;
-use crate::store::{CompletedPart, ObjectInfo, PutOptions};
+use crate::store::{ByteStream, CompletedPart, ObjectInfo, PutOptions, SIZE_MISMATCH};
 use crate::verify::{etag_bare, etag_parts};
 
-use super::plan::{self, Planned};
-use super::{part_ranges, run_upload, Job, UploadGuard, BAD_DIGEST};
+use super::buffers::Reserved;
+use super::plan::{self, Plan, Planned};
+use super::{run_upload, Job, UploadGuard, BAD_DIGEST};
+
+/// Room reserved in the shared budget for one streamed PutObject: the chunks
+/// in flight between the source's GET and the target (a few 1 MiB chunks at most).
+const STREAM_WINDOW: u64 = 2 * 1024 * 1024;
 
 /// Transfer as planned; returns the target ETag.
 pub(super) async fn run(
@@ -43,12 +55,17 @@ pub(super) async fn run(
         storage_class: job.opts.storage_class.clone(),
         acl: job.opts.acl.clone(),
     };
-    let Some(ranges) = part_ranges(planned) else {
-        let (body, md5) = read(job, None, info.size, pin).await?;
-        check_read(job, info, &md5)?;
-        let etag = job.dst().put(job.tkey(), body, &opts).await?;
-        check_written(job, &etag, &md5).await?;
-        return Ok(etag);
+    let ranges = match &planned.plan {
+        Plan::Single => {
+            let _room = reserve(job, info.size).await;
+            let (body, md5) = read(job, None, info.size, pin).await?;
+            check_read(job, info, &md5)?;
+            let etag = job.dst().put(job.tkey(), body, &opts).await?;
+            check_written(job, &etag, &md5).await?;
+            return Ok(etag);
+        }
+        Plan::Stream => return stream_put(job, info, pin, &opts).await,
+        Plan::Parts(ranges) => ranges,
     };
     let largest = ranges.iter().map(|(a, b)| b - a + 1).max().unwrap_or(1);
     let in_flight = plan::parts_in_flight(job.opts.part_concurrency, job.opts.part_size, largest);
@@ -58,11 +75,171 @@ pub(super) async fn run(
     let upload_id = &upload_id;
     run_upload(guard, ranges.len(), in_flight, |n| async move {
         let (a, b) = ranges[(n - 1) as usize];
+        let _room = reserve(job, b - a + 1).await;
         let (body, md5) = read(job, Some((a, b)), b - a + 1, pin).await?;
         let etag = upload_part(job, upload_id, n, body, &md5).await?;
         Ok(CompletedPart { number: n, etag })
     })
     .await
+}
+
+/// Room for a buffer of `bytes` in the shared budget, if there is one; held
+/// until the bytes are sent.
+async fn reserve(job: &Job<'_>, bytes: u64) -> Option<Reserved> {
+    match &job.opts.buffers {
+        Some(pool) => Some(pool.reserve(bytes).await),
+        None => None,
+    }
+}
+
+/// One PutObject of known length whose body streams from the source's GET
+/// (memory: the chunks in flight). The MD5 of the bytes is computed as they
+/// pass, and the last chunk is handed on only after that MD5 matched the
+/// source ETag (when it is a plain MD5): a damaged or changed read fails the
+/// request before the target stores anything. The target's ETag is then
+/// compared with the MD5 sent; a mismatch (damage on the way to the target)
+/// is `BadDigest`, retried: the target holds the damaged object until the
+/// retry overwrites it (after the last attempt the key goes to the DLQ).
+async fn stream_put(
+    job: &Job<'_>,
+    info: &ObjectInfo,
+    pin: Option<&str>,
+    opts: &PutOptions,
+) -> Result<String> {
+    let _room = reserve(job, STREAM_WINDOW.min(info.size)).await;
+    let source = job.src().get(job.key(), None, pin).await?;
+    let sent = Arc::new(Mutex::new(None));
+    let body = Hashed {
+        inner: source,
+        hash: Md5::new(),
+        seen: 0,
+        len: info.size,
+        expected: source_md5(info),
+        sent: sent.clone(),
+        subject: job.src_subject(),
+        done: false,
+    };
+    let etag = job
+        .dst()
+        .put_stream(job.tkey(), Box::pin(body), info.size, opts)
+        .await?;
+    let md5 = sent
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Retryable,
+                "IncompleteBody",
+                job.dst_subject(),
+                "the target answered before the whole body was sent",
+            )
+        })?;
+    check_written(job, &etag, &md5).await?;
+    Ok(etag)
+}
+
+/// The source's content MD5, when its ETag is one (single-part, no SSE-KMS).
+fn source_md5(info: &ObjectInfo) -> Option<[u8; 16]> {
+    let etag = info.etag.as_deref()?;
+    if !plain_md5(etag, info.sse.as_deref()) {
+        return None;
+    }
+    hex::decode(etag_bare(etag)).ok()?.try_into().ok()
+}
+
+/// The source's chunks, passed on while their MD5 and count are taken: more
+/// or fewer than `len` bytes is `SizeMismatch`; an MD5 other than `expected`
+/// is `BadDigest`, reported instead of the last chunk. The MD5 of a complete
+/// body is left in `sent`.
+struct Hashed {
+    inner: ByteStream,
+    hash: Md5,
+    seen: u64,
+    len: u64,
+    expected: Option<[u8; 16]>,
+    sent: Arc<Mutex<Option<[u8; 16]>>>,
+    subject: String,
+    done: bool,
+}
+
+impl Hashed {
+    /// All bytes seen: check the MD5 and publish it.
+    fn finish(&mut self) -> Result<()> {
+        let md5: [u8; 16] = std::mem::take(&mut self.hash).finalize().into();
+        if let Some(want) = self.expected {
+            if want != md5 {
+                return Err(Error::new(
+                    ErrorKind::Retryable,
+                    BAD_DIGEST,
+                    &self.subject,
+                    format!(
+                        "the bytes read have MD5 {}, not the source ETag {}",
+                        hex::encode(md5),
+                        hex::encode(want)
+                    ),
+                ));
+            }
+        }
+        *self.sent.lock().unwrap_or_else(PoisonError::into_inner) = Some(md5);
+        Ok(())
+    }
+
+    fn mismatch(&self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Retryable,
+            SIZE_MISMATCH,
+            &self.subject,
+            format!(
+                "reading the object returned {what} than the expected {} bytes",
+                self.len
+            ),
+        )
+    }
+}
+
+impl Stream for Hashed {
+    type Item = Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let item = match ready!(this.inner.as_mut().poll_next(cx)) {
+            Some(Ok(chunk)) => {
+                this.seen += chunk.len() as u64;
+                if this.seen > this.len {
+                    Err(this.mismatch("more"))
+                } else {
+                    this.hash.update(&chunk);
+                    if this.seen == this.len && !chunk.is_empty() {
+                        this.finish().map(|()| chunk)
+                    } else {
+                        Ok(chunk)
+                    }
+                }
+            }
+            Some(Err(e)) => Err(e),
+            None if this.seen < this.len => Err(this.mismatch("fewer")),
+            None => {
+                this.done = true;
+                if this.len == 0 {
+                    // No chunk carried the end: check the (empty) MD5 here.
+                    if let Err(e) = this.finish() {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+                return Poll::Ready(None);
+            }
+        };
+        if item.is_err() {
+            // A failed body publishes no MD5 (even if its length was reached before).
+            this.done = true;
+            *this.sent.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        Poll::Ready(Some(item))
+    }
 }
 
 /// Read a range (or the whole object) into memory, hashing as it arrives; a
@@ -97,7 +274,7 @@ fn size_mismatch(job: &Job<'_>, range: Option<(u64, u64)>, expected: u64, what: 
     };
     Error::new(
         ErrorKind::Retryable,
-        "SizeMismatch",
+        SIZE_MISMATCH,
         job.src_subject(),
         format!("reading {part} returned {what} than the expected {expected} bytes"),
     )
@@ -207,4 +384,198 @@ async fn upload_part(
             format!("UploadPart of part {number} answered without an ETag"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The streamed body's checks, and downup between two real directory
+    //! stores: streamed single requests, and reads that hold room in the
+    //! shared buffer budget.
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::message::KeyItem;
+    use crate::report::Outcome;
+    use crate::store::dir::DirStore;
+    use crate::store::{ListPage, ListRequest, ObjectStore};
+    use crate::transfer::{process_key, BufferPool, Endpoints, Mode, TransferOptions};
+
+    fn hashed(chunks: &[&'static [u8]], len: u64, expected: Option<[u8; 16]>) -> Hashed {
+        let items: Vec<Result<Bytes>> = chunks
+            .iter()
+            .map(|c| Ok(Bytes::from_static(c)))
+            .collect();
+        Hashed {
+            inner: Box::pin(futures::stream::iter(items)),
+            hash: Md5::new(),
+            seen: 0,
+            len,
+            expected,
+            sent: Arc::default(),
+            subject: "src/k".into(),
+            done: false,
+        }
+    }
+
+    async fn drain(h: Hashed) -> (Vec<Result<Bytes>>, Option<[u8; 16]>) {
+        let sent = h.sent.clone();
+        let items = h.collect::<Vec<_>>().await;
+        let md5 = *sent.lock().unwrap();
+        (items, md5)
+    }
+
+    #[tokio::test]
+    async fn the_streamed_body_is_counted_and_hashed() {
+        let md5: [u8; 16] = Md5::digest(b"hello world").into();
+        let (items, sent) = drain(hashed(&[b"hello", b" ", b"world"], 11, Some(md5))).await;
+        assert_eq!(items.len(), 3);
+        assert!(items.iter().all(Result::is_ok));
+        assert_eq!(sent, Some(md5));
+
+        // A wrong MD5 replaces the last chunk with BadDigest: the target never gets it all.
+        let (items, sent) = drain(hashed(&[b"hello", b" ", b"world"], 11, Some([0; 16]))).await;
+        assert_eq!(items.len(), 3);
+        let err = items[2].as_ref().unwrap_err();
+        assert_eq!(err.class, BAD_DIGEST);
+        assert!(err.kind.is_retryable());
+        assert_eq!(sent, None);
+
+        for (chunks, len, what) in [
+            (&[b"hello".as_slice(), b" world"][..], 5, "more"),
+            (&[b"hello".as_slice()][..], 11, "fewer"),
+        ] {
+            let (items, sent) = drain(hashed(chunks, len, None)).await;
+            let err = items.last().unwrap().as_ref().unwrap_err();
+            assert_eq!(err.class, SIZE_MISMATCH, "{what}");
+            assert!(err.message.contains(what), "{}", err.message);
+            assert_eq!(sent, None, "{what}");
+        }
+
+        let empty: [u8; 16] = Md5::digest(b"").into();
+        let (items, sent) = drain(hashed(&[], 0, Some(empty))).await;
+        assert!(items.is_empty());
+        assert_eq!(sent, Some(empty));
+    }
+
+    /// A directory store that notes how much of a budget is free at each GET.
+    #[derive(Debug)]
+    struct Watched {
+        inner: DirStore,
+        pool: BufferPool,
+        free_at_get: Mutex<Vec<u64>>,
+    }
+
+    #[async_trait]
+    impl ObjectStore for Watched {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        async fn list_page(&self, req: &ListRequest) -> Result<ListPage> {
+            self.inner.list_page(req).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+            self.inner.head(key).await
+        }
+        async fn part_size(&self, key: &str, part: u32) -> Result<u64> {
+            self.inner.part_size(key, part).await
+        }
+        async fn get(
+            &self,
+            key: &str,
+            range: Option<(u64, u64)>,
+            if_match: Option<&str>,
+        ) -> Result<ByteStream> {
+            self.free_at_get.lock().unwrap().push(self.pool.available());
+            self.inner.get(key, range, if_match).await
+        }
+        async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<String> {
+            self.inner.put(key, body, opts).await
+        }
+        async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
+            self.inner.create_multipart(key, opts).await
+        }
+        async fn upload_part(&self, key: &str, id: &str, n: i32, body: Bytes) -> Result<String> {
+            self.inner.upload_part(key, id, n, body).await
+        }
+        async fn complete_multipart(
+            &self,
+            key: &str,
+            id: &str,
+            parts: &[CompletedPart],
+        ) -> Result<String> {
+            self.inner.complete_multipart(key, id, parts).await
+        }
+        async fn abort_multipart(&self, key: &str, id: &str) -> Result<()> {
+            self.inner.abort_multipart(key, id).await
+        }
+        async fn get_tags(&self, key: &str) -> Result<Option<Vec<(String, String)>>> {
+            self.inner.get_tags(key).await
+        }
+        async fn put_tags(&self, key: &str, tags: &[(String, String)]) -> Result<()> {
+            self.inner.put_tags(key, tags).await
+        }
+    }
+
+    #[tokio::test]
+    async fn single_part_objects_stream_and_every_read_holds_room_in_the_budget() {
+        const MIB: u64 = 1024 * 1024;
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let big: Vec<u8> = (0..3 * MIB + 5).map(|i| (i % 251) as u8).collect();
+        std::fs::write(src.path().join("big"), &big).unwrap();
+        std::fs::write(src.path().join("small"), b"abc").unwrap();
+        let pool = BufferPool::new(8 * MIB);
+        let source = Arc::new(Watched {
+            inner: DirStore::open_existing(src.path()).unwrap(),
+            pool: pool.clone(),
+            free_at_get: Mutex::new(Vec::new()),
+        });
+        let ends = Endpoints {
+            source: source.clone(),
+            target: Arc::new(DirStore::create(dst.path()).unwrap()),
+            server_side: false,
+        };
+        let item = |k: &str| KeyItem {
+            key: k.to_string(),
+            ..KeyItem::default()
+        };
+        let opts = TransferOptions {
+            mode: Mode::Downup,
+            multipart_threshold: 100 * MIB,
+            part_size: MIB,
+            part_concurrency: 1,
+            buffers: Some(pool.clone()),
+            ..TransferOptions::default()
+        };
+        // Streamed (larger than one part buffer), buffered (smaller): both one request.
+        for (key, content) in [("big", &big[..]), ("small", b"abc")] {
+            let done = process_key(&ends, &item(key), &opts).await.unwrap();
+            assert_eq!(done.outcome, Outcome::Copied, "{key}");
+            assert_eq!(done.note, None, "{key}: one request, no note");
+            assert!(std::fs::read(dst.path().join(key)).unwrap() == content, "{key}");
+        }
+        // Split in parts: each part's read holds room for the part.
+        let parts = TransferOptions {
+            multipart_threshold: MIB,
+            ..opts.clone()
+        };
+        let done = process_key(&ends, &item("big"), &parts).await.unwrap();
+        assert!(done.note.unwrap_or_default().contains("-4"));
+        assert!(std::fs::read(dst.path().join("big")).unwrap() == big);
+
+        let free = source.free_at_get.lock().unwrap().clone();
+        assert_eq!(
+            free,
+            vec![
+                6 * MIB,
+                8 * MIB - 64 * 1024,
+                7 * MIB,
+                7 * MIB,
+                7 * MIB,
+                8 * MIB - 64 * 1024
+            ],
+            "stream window, one unit for 3 bytes, then one part of 1 MiB at a time (the last 5 bytes: one unit)"
+        );
+        assert_eq!(pool.available(), pool.capacity(), "all room given back");
+    }
 }

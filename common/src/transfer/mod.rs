@@ -1,6 +1,7 @@
 //! One object's work, in any mode: `copy` (server-side CopyObject, or
 //! UploadPartCopy reproducing the source's part layout), `downup` (streaming
-//! GET → PutObject or multipart upload, memory bounded by parts) and `check`
+//! GET → PutObject or multipart upload, memory bounded by parts, optionally
+//! within one [`BufferPool`] for the whole process) and `check`
 //! (compare, never write). The executor calls [`process_key`] for every key of
 //! a message; planning is pure ([`plan`]), comparing is pure ([`crate::verify`]).
 //!
@@ -33,9 +34,12 @@ use crate::store::etag::{compute_etag, compute_multipart_etag};
 use crate::store::{ObjectAttrs, ObjectInfo, ObjectStore};
 use crate::verify::{self, etag_bare, etag_parts, Verdict};
 
+mod buffers;
 mod copy;
 mod downup;
 pub mod plan;
+
+pub use buffers::{BufferPool, Reserved};
 
 use plan::{Limits, Plan, Planned, SourceLayout};
 
@@ -93,6 +97,9 @@ pub struct TransferOptions {
     pub not_modified_since: Option<DateTime<Utc>>,
     /// Whole-object attempts (backon, re-planned from a fresh HEAD), first included.
     pub max_attempts: u32,
+    /// Memory budget shared by every object in flight (downup part and object
+    /// buffers); `None`: only the per-object bound (`part_concurrency` parts).
+    pub buffers: Option<BufferPool>,
 }
 
 impl Default for TransferOptions {
@@ -109,6 +116,7 @@ impl Default for TransferOptions {
             modified_since: None,
             not_modified_since: None,
             max_attempts: 3,
+            buffers: None,
         }
     }
 }
@@ -426,10 +434,9 @@ async fn transfer(job: &Job<'_>) -> Result<Done> {
     let limits = Limits {
         multipart_threshold: job.opts.multipart_threshold,
         part_size: job.opts.part_size,
-        single_limit: if server_side.is_some() {
-            plan::MAX_SINGLE
-        } else {
-            (job.opts.part_concurrency.max(1) as u64).saturating_mul(job.opts.part_size)
+        buffer_limit: match server_side {
+            Some(_) => None,
+            None => Some(job.opts.part_size),
         },
     };
     let planned = plan::plan(info.size, source_layout, &limits);
@@ -767,7 +774,7 @@ where
 /// Planned as parts: their ranges, for the runners.
 fn part_ranges(planned: &Planned) -> Option<&[(u64, u64)]> {
     match &planned.plan {
-        Plan::Single => None,
+        Plan::Single | Plan::Stream => None,
         Plan::Parts(r) => Some(r),
     }
 }
@@ -822,6 +829,15 @@ mod tests {
         }
         async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<String> {
             self.inner.put(key, body, opts).await
+        }
+        async fn put_stream(
+            &self,
+            key: &str,
+            body: ByteStream,
+            len: u64,
+            opts: &PutOptions,
+        ) -> Result<String> {
+            self.inner.put_stream(key, body, len, opts).await
         }
         async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
             self.inner.create_multipart(key, opts).await

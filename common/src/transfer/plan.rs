@@ -1,6 +1,7 @@
-//! Pure planning of one object's transfer: one request or parts, which byte
-//! ranges, how many parts in flight, and whether a key is inside the
-//! `--modified-since` / `--not-modified-since` window. No I/O; table-tested.
+//! Pure planning of one object's transfer: one buffered request, one streamed
+//! request or parts, which byte ranges, how many parts in flight, and whether
+//! a key is inside the `--modified-since` / `--not-modified-since` window. No
+//! I/O; table-tested.
 
 use chrono::{DateTime, Utc};
 
@@ -12,8 +13,13 @@ pub const MAX_PARTS: u64 = 10_000;
 /// How one object is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    /// One request (CopyObject, or GET + PutObject): a plain source ETag is kept.
+    /// One request (CopyObject, or GET into one buffer + PutObject): a plain
+    /// source ETag is kept.
     Single,
+    /// One PutObject of known length whose body streams from the source's GET
+    /// (streaming, objects larger than one buffer and at most 5 GiB): a plain
+    /// source ETag is kept; memory is the chunks in flight, not the object.
+    Stream,
     /// A multipart upload with these inclusive byte ranges, part 1 first.
     Parts(Vec<(u64, u64)>),
 }
@@ -35,9 +41,11 @@ pub struct Limits {
     pub multipart_threshold: u64,
     /// Size of the parts made for a single-part source that must be split.
     pub part_size: u64,
-    /// Largest object written in one request: [`MAX_SINGLE`] server-side, the
-    /// per-object memory budget when streaming (the body is buffered).
-    pub single_limit: u64,
+    /// Streaming (downup): objects up to this size are read into one buffer
+    /// and sent with one PutObject (which the SDK can retry); larger ones
+    /// written in one request are streamed ([`Plan::Stream`]). `None`:
+    /// server-side copy, nothing is buffered.
+    pub buffer_limit: Option<u64>,
 }
 
 /// What is known about the source's part layout.
@@ -53,8 +61,10 @@ pub enum SourceLayout<'a> {
 
 /// Decide how to write an object of `size` bytes. A multipart source with a
 /// known, valid layout is reproduced part for part (so the target ETag equals
-/// the source ETag); anything else is one request when it fits `limits`, else
-/// parts of `part_size` (grown so that there are at most 10,000 parts).
+/// the source ETag); anything else is one request when it is at most the
+/// multipart threshold and 5 GiB (streamed when it is larger than one buffer,
+/// so a single-part source keeps its plain ETag whatever the memory budget),
+/// else parts of `part_size` (grown so that there are at most 10,000 parts).
 pub fn plan(size: u64, layout: SourceLayout<'_>, limits: &Limits) -> Planned {
     if let SourceLayout::Parts(sizes) = layout {
         if valid_layout(size, sizes) {
@@ -65,30 +75,34 @@ pub fn plan(size: u64, layout: SourceLayout<'_>, limits: &Limits) -> Planned {
             };
         }
     }
-    let fits = size == 0
-        || (size <= limits.multipart_threshold
-            && size <= MAX_SINGLE
-            && size <= limits.single_limit);
-    let planned = if fits {
-        Plan::Single
-    } else {
-        Plan::Parts(split(size, limits.part_size))
+    let fits = size == 0 || (size <= limits.multipart_threshold && size <= MAX_SINGLE);
+    let planned = match (fits, limits.buffer_limit) {
+        (true, Some(buffer)) if size > buffer => Plan::Stream,
+        (true, _) => Plan::Single,
+        (false, _) => Plan::Parts(split(size, limits.part_size)),
     };
     let count = |p: &Plan| match p {
-        Plan::Single => "a single-part".to_string(),
+        Plan::Single | Plan::Stream => "a single-part".to_string(),
         Plan::Parts(r) => format!("a {}-part", r.len()),
     };
     let (exact, note) = match layout {
         SourceLayout::Single => match &planned {
-            Plan::Single => (true, None),
-            Plan::Parts(r) => (
-                false,
-                Some(format!(
-                    "single-part source of {size} bytes written in {} parts: target ETag is -{} (not the source's MD5)",
-                    r.len(),
-                    r.len()
-                )),
-            ),
+            Plan::Single | Plan::Stream => (true, None),
+            Plan::Parts(r) => {
+                let why = if size > MAX_SINGLE {
+                    "S3's 5 GiB limit for one request".to_string()
+                } else {
+                    format!("the multipart threshold ({} bytes)", limits.multipart_threshold)
+                };
+                (
+                    false,
+                    Some(format!(
+                        "single-part source of {size} bytes is above {why}: written in {} parts, target ETag is -{} (not the source's MD5)",
+                        r.len(),
+                        r.len()
+                    )),
+                )
+            }
         },
         SourceLayout::Parts(sizes) => (
             false,
@@ -199,17 +213,17 @@ mod tests {
 
     const MIB: u64 = 1024 * 1024;
 
-    fn limits(threshold: u64, part: u64, single: u64) -> Limits {
+    fn limits(threshold: u64, part: u64, buffer: Option<u64>) -> Limits {
         Limits {
             multipart_threshold: threshold,
             part_size: part,
-            single_limit: single,
+            buffer_limit: buffer,
         }
     }
 
     #[test]
     fn plan_table() {
-        let l = limits(8 * MIB, 5 * MIB, MAX_SINGLE);
+        let l = limits(8 * MIB, 5 * MIB, None);
         let layout = [5 * MIB, 5 * MIB, MIB];
         let cases: Vec<(&str, u64, SourceLayout, Limits, Plan, bool)> = vec![
             (
@@ -224,7 +238,7 @@ mod tests {
                 "zero bytes",
                 0,
                 SourceLayout::Single,
-                limits(0, 5, 0),
+                limits(0, 5, Some(0)),
                 Plan::Single,
                 true,
             ),
@@ -252,7 +266,7 @@ mod tests {
                 "multipart source reproduced even below the threshold",
                 11 * MIB,
                 SourceLayout::Parts(&layout),
-                limits(100 * MIB, 64 * MIB, MAX_SINGLE),
+                limits(100 * MIB, 64 * MIB, None),
                 Plan::Parts(ranges(&layout)),
                 true,
             ),
@@ -273,11 +287,43 @@ mod tests {
                 false,
             ),
             (
-                "streaming budget splits a single-part object",
+                "streaming: one buffer",
+                5 * MIB,
+                SourceLayout::Single,
+                limits(8 * MIB, 5 * MIB, Some(5 * MIB)),
+                Plan::Single,
+                true,
+            ),
+            (
+                "streaming: larger than one buffer is streamed, not split",
                 6 * MIB,
                 SourceLayout::Single,
-                limits(8 * MIB, 5 * MIB, 5 * MIB),
-                Plan::Parts(vec![(0, 5 * MIB - 1), (5 * MIB, 6 * MIB - 1)]),
+                limits(8 * MIB, 5 * MIB, Some(5 * MIB)),
+                Plan::Stream,
+                true,
+            ),
+            (
+                "streaming: up to 5 GiB below a high threshold",
+                MAX_SINGLE,
+                SourceLayout::Single,
+                limits(u64::MAX, 64 * MIB, Some(64 * MIB)),
+                Plan::Stream,
+                true,
+            ),
+            (
+                "streaming: above the threshold is split",
+                12 * MIB,
+                SourceLayout::Single,
+                limits(8 * MIB, 5 * MIB, Some(5 * MIB)),
+                Plan::Parts(split(12 * MIB, 5 * MIB)),
+                false,
+            ),
+            (
+                "streaming: unknown layout is streamed with a note",
+                7 * MIB,
+                SourceLayout::UnknownParts(2),
+                limits(8 * MIB, 5 * MIB, Some(5 * MIB)),
+                Plan::Stream,
                 false,
             ),
         ];
@@ -290,17 +336,33 @@ mod tests {
     }
 
     #[test]
-    fn above_five_gib_is_never_single() {
+    fn above_five_gib_is_never_one_request() {
         let size = MAX_SINGLE + 1;
+        for buffer in [None, Some(64 * MIB), Some(u64::MAX)] {
+            let got = plan(
+                size,
+                SourceLayout::Single,
+                &limits(u64::MAX, 64 * MIB, buffer),
+            );
+            assert!(
+                matches!(got.plan, Plan::Parts(ref r) if r.len() == 81),
+                "{buffer:?}: {got:?}"
+            );
+            assert!(!got.exact);
+            let note = got.note.unwrap_or_default();
+            assert!(
+                note.contains("5 GiB") && note.contains("-81"),
+                "{buffer:?}: {note}"
+            );
+        }
+        // Exactly 5 GiB still fits one streamed request.
         let got = plan(
-            size,
+            MAX_SINGLE,
             SourceLayout::Single,
-            &limits(u64::MAX, 64 * MIB, u64::MAX),
+            &limits(u64::MAX, 64 * MIB, Some(64 * MIB)),
         );
-        assert!(
-            matches!(got.plan, Plan::Parts(ref r) if r.len() == 81),
-            "{got:?}"
-        );
+        assert_eq!(got.plan, Plan::Stream);
+        assert!(got.exact && got.note.is_none());
     }
 
     #[test]

@@ -1,0 +1,263 @@
+//! The commander: `init` creates the queues, `run` enumerates a source and
+//! sends batches of keys to the work queues, `config` prints the effective
+//! configuration. `main` only parses flags and calls [`run`], handing in the
+//! shutdown signal, so tests can drive a whole command in-process.
+//!
+//! | module       | role |
+//! |--------------|------|
+//! | [`cli`]      | flags |
+//! | [`source`]   | flags → a checked plan (source, prefixes, filters) |
+//! | [`pipeline`] | keys → batches → SendMessageBatch, with the resume point |
+//! | [`summary`]  | progress line and final summary |
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context;
+use common::config::Config;
+use common::listing::parallel::{list_parallel, Walk};
+use common::listing::{ListStats, SourceEnd};
+use common::queue::set::{open_service, QueueSet};
+use common::queue::Ensured;
+use tokio_util::sync::CancellationToken;
+
+pub mod cli;
+pub mod ops;
+pub mod pipeline;
+pub mod source;
+pub mod summary;
+
+use cli::{Cli, Command, RunArgs};
+use pipeline::{Counters, Settings, Sink};
+use source::SourceKind;
+use summary::{shell_quote, QueueCount, Summary};
+
+/// Exit code of a run that stopped early (a source, input or send error, or Ctrl-C).
+pub const EXIT_FAILED: u8 = 1;
+
+/// Run one command. `shutdown` (Ctrl-C) stops a `run` cleanly: what was
+/// listed is accounted for and the resume point is printed.
+pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    common::config::apply_dotenv_to_process(cli.global.env_file.as_deref())?;
+    let flags: Vec<(&str, Option<String>, &str)> = match &cli.command {
+        Command::Run(r) => vec![("migration.batch_num", r.batch_num.map(|n| n.to_string()), "--batch-num")],
+        _ => Vec::new(),
+    };
+    let cfg = Config::load(&cli.global, &flags)?;
+    if cli.global.print_config || matches!(cli.command, Command::Config) {
+        print!("{}", cfg.render());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let log = common::logging::init(
+        &cfg.migration.log_level,
+        cfg.migration.log_format,
+        cfg.migration.log_file.as_deref(),
+    );
+    if let Err(e) = log {
+        // A second `run` in one process (tests) keeps the first subscriber.
+        if e.class != "LoggingInit" {
+            return Err(e.into());
+        }
+    }
+    match cli.command {
+        Command::Init => init(&cfg).await,
+        Command::Run(args) => run_job(&cfg, *args, shutdown).await,
+        Command::Config => Ok(ExitCode::SUCCESS),
+        Command::Status(a) => ops::status::run(&cfg, &a, shutdown).await,
+        Command::Report(a) => ops::report::run(&cfg, &a, shutdown).await,
+        Command::Dlq(a) => ops::dlq::run(&cfg, &a, shutdown).await,
+        Command::Redrive(a) => ops::redrive::run(&cfg, &a, shutdown).await,
+        Command::Cleanup(a) => ops::cleanup::run(&cfg, &a, shutdown).await,
+    }
+}
+
+/// `commander init`: create or update every queue, saying what happened to each.
+async fn init(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let svc = open_service(cfg).await?;
+    let done = common::queue::set::init(svc.as_ref(), cfg).await?;
+    for (name, what) in done {
+        match what {
+            Ensured::Created => println!("created   {name}"),
+            Ensured::Unchanged => println!("unchanged {name}"),
+            Ensured::Updated(attrs) => println!("updated   {name} ({})", attrs.join(", ")),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A job id: given (checked) or `YYYYMMDDTHHMMSSZ-<8 hex>`.
+pub fn job_id(given: Option<&str>) -> common::Result<String> {
+    match given {
+        Some(id) => {
+            let ok = !id.is_empty()
+                && id.len() <= 128
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if ok {
+                Ok(id.to_string())
+            } else {
+                Err(common::Error::input(
+                    "--job-id",
+                    format!("`{id}`: use 1-128 of A-Z, a-z, 0-9, '-', '_', '.'"),
+                ))
+            }
+        }
+        None => {
+            let hex = uuid::Uuid::new_v4().simple().to_string();
+            Ok(format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), &hex[..8]))
+        }
+    }
+}
+
+/// `commander run`.
+async fn run_job(cfg: &Config, args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let job_id = job_id(args.job_id.as_deref())?;
+    let plan = source::plan(cfg, &args).await?;
+    let queue_names = cfg.queue_names();
+    let sink = if args.dry_run {
+        Sink::DryRun(queue_names.clone())
+    } else {
+        let svc = open_service(cfg).await?;
+        let set = QueueSet::open(svc.as_ref(), cfg).await?;
+        Sink::Queues(set.work)
+    };
+    if args.json {
+        eprintln!("job {job_id}");
+    } else {
+        println!("job {job_id}");
+    }
+    tracing::info!(job_id = %job_id, source = %plan.describe, target = %plan.target, kind = plan.kind.name(), dry_run = args.dry_run, "run starting");
+
+    // Manifests are checked whole (checksums, every row) before anything is
+    // sent, so a bad manifest leaves nothing half-done. A dry run needs no
+    // pre-pass: it sends nothing anyway.
+    if !args.dry_run {
+        match &plan.kind {
+            SourceKind::Inventory { inventory, .. } => {
+                let rows = inventory
+                    .for_each(Arc::new(plan.selector.with_fresh_counts()), None, Arc::new(|_| Ok(())))
+                    .await?;
+                tracing::info!(rows, files = inventory.manifest.files.len(), "inventory checked");
+            }
+            SourceKind::Csv { manifest, only_bucket } => {
+                let rows = manifest
+                    .for_each(only_bucket.clone(), Arc::new(plan.selector.with_fresh_counts()), None, Arc::new(|_, _| Ok(())))
+                    .await?;
+                tracing::info!(rows, "CSV manifest checked");
+            }
+            SourceKind::List { .. } => {}
+        }
+    }
+
+    let stats = Arc::new(ListStats::default());
+    let counters = Arc::new(Counters::for_queues(queue_names.len()));
+    let settings = Settings {
+        job_id: job_id.clone(),
+        target: plan.target.clone(),
+        batch_num: cfg.migration.batch_num,
+        max_message_bytes: cfg.sqs.max_message_bytes,
+        senders: args.send_concurrency.max(1),
+    };
+    let progress_stop = CancellationToken::new();
+    let progress = summary::spawn_progress(stats.clone(), counters.clone(), progress_stop.clone());
+    let cancel = shutdown.child_token();
+    let (kind, selector, st) = (plan.kind.clone(), plan.selector.clone(), stats.clone());
+    let outcome = pipeline::run(settings, sink, counters.clone(), cancel, move |tx, cancel| {
+        source_future(kind, selector, st, tx, cancel)
+    })
+    .await;
+    progress_stop.cancel();
+    let _ = progress.await;
+
+    // The job record for `commander status` is written here (a later issue).
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let objects = counters.keys_sent.load(Ordering::Relaxed);
+    let resume = outcome.resume.clone().map(|r| r.unwrap_or_default());
+    let error = match (&outcome.error, outcome.interrupted) {
+        (Some(e), _) => Some(e.to_string()),
+        (None, true) => Some("interrupted".to_string()),
+        (None, false) => None,
+    };
+    let summary = Summary {
+        job_id: job_id.clone(),
+        source: plan.describe.clone(),
+        source_kind: plan.kind.name(),
+        target: plan.target.clone(),
+        dry_run: args.dry_run,
+        complete: outcome.resume.is_none() && error.is_none(),
+        listed: stats.seen(),
+        objects,
+        bytes: counters.bytes_sent.load(Ordering::Relaxed),
+        messages: counters.messages_sent.load(Ordering::Relaxed),
+        send_calls: counters.send_calls.load(Ordering::Relaxed),
+        queues: queue_names
+            .iter()
+            .zip(&counters.per_queue)
+            .map(|(q, n)| QueueCount { queue: q.clone(), messages: n.load(Ordering::Relaxed) })
+            .collect(),
+        skipped: plan.selector.counts.snapshot(),
+        elapsed_seconds: elapsed,
+        keys_per_second: objects as f64 / elapsed.max(0.001),
+        error: error.clone(),
+        resume_start_after: resume.clone(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary).context("summary to JSON")?);
+    } else {
+        print!("{}", summary.render_text());
+    }
+    let Some(error) = error else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let hint = match &resume {
+        _ if objects == 0 || args.dry_run => "nothing was sent: fix the problem and run the same command again".to_string(),
+        Some(r) if !r.is_empty() => format!(
+            "to resume, re-run the same command with --start-after {} (keys after it that were already sent are sent again; executors skip identical objects)",
+            shell_quote(r)
+        ),
+        _ => "to resume, re-run the same command (keys already sent are sent again; executors skip identical objects)".to_string(),
+    };
+    if objects == 0 || args.dry_run {
+        eprintln!("error: {error}\n{hint}");
+    } else {
+        eprintln!(
+            "error: {error}\n{} keys were sent in {} messages before the run stopped; {hint}",
+            summary::thousands(objects),
+            summary::thousands(summary.messages)
+        );
+    }
+    Ok(ExitCode::from(EXIT_FAILED))
+}
+
+async fn source_future(
+    kind: SourceKind,
+    selector: Arc<common::listing::Selector>,
+    stats: Arc<ListStats>,
+    tx: tokio::sync::mpsc::Sender<common::listing::Found>,
+    cancel: CancellationToken,
+) -> SourceEnd {
+    match kind {
+        SourceKind::List { store, opts, source } => {
+            let walk = Walk { opts, selector, source, stats };
+            list_parallel(store, walk, tx, cancel).await
+        }
+        SourceKind::Inventory { inventory, source } => inventory.send(selector, source, stats, tx, cancel).await,
+        SourceKind::Csv { manifest, only_bucket } => manifest.send(only_bucket, selector, stats, tx, cancel).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_generated_or_checked() {
+        let id = job_id(None).unwrap();
+        assert_eq!(id.len(), "20240101T000000Z-".len() + 8, "{id}");
+        assert_eq!(job_id(Some("nightly-1")).unwrap(), "nightly-1");
+        let e = job_id(Some("has space")).unwrap_err();
+        assert!(e.to_string().contains("--job-id"), "{e}");
+    }
+}

@@ -1,0 +1,278 @@
+//! `commander report`: a job's completion reports summed up (total, succeeded,
+//! skipped, source missing, failed, bytes; failures grouped by error class
+//! with counts and examples), and on request the failed keys as a
+//! `bucket,key` CSV manifest that `commander run --csv-manifest` reads, so a
+//! re-run targets exactly the keys that failed.
+
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::Args;
+use common::config::Config;
+use common::location::Location;
+use common::report::{failures_manifest, Aggregator, JobRecord, ReportRow, Summary};
+use common::store::{ObjectStore, PutOptions};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{pick_job, require_report_location};
+use crate::summary::{human_bytes, thousands};
+
+/// Flags of `commander report`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ReportArgs {
+    /// Job to report on [default: the newest job record at report.location]
+    #[arg(long, value_name = "ID")]
+    pub job_id: Option<String>,
+    /// Print the summary as one JSON object
+    #[arg(long)]
+    pub json: bool,
+    /// Write the failed keys as a `bucket,key` CSV manifest (for `commander run --csv-manifest`)
+    #[arg(long, value_name = "PATH|s3://BUCKET/KEY")]
+    pub failures_manifest: Option<String>,
+}
+
+/// What `report --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    pub job_id: String,
+    /// The job record, when `commander run` wrote one.
+    pub job: Option<JobRecord>,
+    /// Report files read.
+    pub files: u64,
+    pub summary: Summary,
+    /// Enqueued objects without an outcome yet (needs the job record).
+    pub without_outcome: Option<u64>,
+    /// The failures manifest written, if any.
+    pub failures_manifest: Option<ManifestWritten>,
+}
+
+/// Where the failures manifest went and what it holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestWritten {
+    pub path: String,
+    /// Rows written (one per failed key).
+    pub keys: u64,
+    /// Failed keys left out because their source is not a bucket.
+    pub skipped_not_s3: u64,
+}
+
+/// Read every report of `job_id` into a summary and the rows still failed.
+pub async fn aggregate(
+    loc: &common::report::ReportLocation,
+    job_id: &str,
+) -> common::Result<(u64, Summary, Vec<ReportRow>)> {
+    let mut agg = Aggregator::new(true);
+    let files = loc.report_files(job_id).await?;
+    for key in &files {
+        for row in loc.read_rows(key).await? {
+            agg.add(row);
+        }
+    }
+    let (summary, failed) = agg.finish();
+    Ok((files.len() as u64, summary, failed))
+}
+
+/// Write `text` to a local file or an `s3://bucket/key` object.
+async fn write_manifest(cfg: &Config, path: &str, text: String) -> anyhow::Result<()> {
+    if path.starts_with("s3://") {
+        let loc = Location::parse(path, "--failures-manifest")?;
+        let (Some(bucket), key) = (loc.bucket(), loc.prefix()) else {
+            unreachable!("an s3:// location has a bucket")
+        };
+        if key.is_empty() || key.ends_with('/') {
+            anyhow::bail!("--failures-manifest `{path}`: name an object (s3://bucket/key.csv)");
+        }
+        let client = common::clients::s3_client(&cfg.aws.copy).await;
+        let store = common::store::s3::S3Store::new(client, bucket);
+        let opts = PutOptions {
+            attrs: common::store::ObjectAttrs {
+                content_type: Some("text/csv".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        store.put(key, Bytes::from(text), &opts).await?;
+    } else {
+        tokio::fs::write(path, text)
+            .await
+            .map_err(|e| anyhow::anyhow!("--failures-manifest `{path}`: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The human rendering (several lines, ending with a newline).
+pub fn render_text(r: &JobReport) -> String {
+    let s = &r.summary;
+    let mut o = String::new();
+    match &r.job {
+        Some(j) => {
+            o.push_str(&format!(
+                "job             {}  {} -> {}\n",
+                r.job_id, j.source, j.target
+            ));
+            o.push_str(&format!(
+                "enqueued        {} objects, {}\n",
+                thousands(j.objects),
+                human_bytes(j.bytes)
+            ));
+        }
+        None => o.push_str(&format!("job             {}  (no job record)\n", r.job_id)),
+    }
+    o.push_str(&format!(
+        "keys            {} (from {} rows in {} report files)\n",
+        thousands(s.total),
+        thousands(s.rows),
+        thousands(r.files)
+    ));
+    o.push_str(&format!(
+        "succeeded       {}  ({})\n",
+        thousands(s.succeeded),
+        human_bytes(s.bytes)
+    ));
+    o.push_str(&format!("skipped         {}\n", thousands(s.skipped)));
+    o.push_str(&format!(
+        "source missing  {}\n",
+        thousands(s.source_missing)
+    ));
+    o.push_str(&format!("failed          {}\n", thousands(s.failed)));
+    if let Some(n) = r.without_outcome.filter(|n| *n > 0) {
+        o.push_str(&format!(
+            "no outcome yet  {} (still queued, in flight, or their report was not flushed)\n",
+            thousands(n)
+        ));
+    }
+    if !s.by_outcome.is_empty() {
+        let parts: Vec<String> = s
+            .by_outcome
+            .iter()
+            .map(|(k, v)| format!("{k} {}", thousands(*v)))
+            .collect();
+        o.push_str(&format!("by outcome      {}\n", parts.join(", ")));
+    }
+    if !s.failures.is_empty() {
+        o.push_str("failures by error class:\n");
+        let mut classes: Vec<_> = s.failures.iter().collect();
+        classes.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+        for (class, fc) in classes {
+            o.push_str(&format!("  {class:<28} {}\n", thousands(fc.count)));
+            for e in &fc.examples {
+                o.push_str(&format!("      e.g. {e}\n"));
+            }
+        }
+    }
+    if let Some(m) = &r.failures_manifest {
+        o.push_str(&format!(
+            "failures manifest: {} keys written to {}\n",
+            thousands(m.keys),
+            m.path
+        ));
+        if m.skipped_not_s3 > 0 {
+            o.push_str(&format!(
+                "  ({} failed keys left out: their source is a directory)\n",
+                thousands(m.skipped_not_s3)
+            ));
+        }
+    }
+    o
+}
+
+/// `commander report`.
+pub async fn run(
+    cfg: &Config,
+    args: &ReportArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let work = async {
+        let loc = require_report_location(cfg).await?;
+        let Some((job_id, job)) = pick_job(&loc, args.job_id.as_deref()).await? else {
+            anyhow::bail!(
+                "no job record under {}: give --job-id",
+                super::describe_location(&loc)
+            );
+        };
+        let (files, summary, failed) = aggregate(&loc, &job_id).await?;
+        let mut report = JobReport {
+            without_outcome: job
+                .as_ref()
+                .map(|j| j.objects.saturating_sub(summary.total)),
+            job_id,
+            job,
+            files,
+            summary,
+            failures_manifest: None,
+        };
+        if let Some(path) = &args.failures_manifest {
+            let text = failures_manifest(&failed);
+            let keys = text.lines().count() as u64;
+            write_manifest(cfg, path, text).await?;
+            tracing::info!(path, keys, "failures manifest written");
+            report.failures_manifest = Some(ManifestWritten {
+                path: path.clone(),
+                keys,
+                skipped_not_s3: failed.len() as u64 - keys,
+            });
+        }
+        anyhow::Ok(report)
+    };
+    let report = tokio::select! {
+        r = work => r?,
+        _ = shutdown.cancelled() => anyhow::bail!("interrupted"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_text(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::report::FailureClass;
+
+    #[test]
+    fn text_lists_failure_classes_by_count() {
+        let mut summary = Summary {
+            total: 10,
+            failed: 3,
+            succeeded: 7,
+            rows: 12,
+            ..Default::default()
+        };
+        summary.failures.insert(
+            "AccessDenied".into(),
+            FailureClass {
+                count: 1,
+                examples: vec!["k1: denied".into()],
+            },
+        );
+        summary.failures.insert(
+            "SlowDown".into(),
+            FailureClass {
+                count: 2,
+                examples: vec!["k2: slow".into()],
+            },
+        );
+        let r = JobReport {
+            job_id: "j".into(),
+            job: None,
+            files: 2,
+            summary,
+            without_outcome: None,
+            failures_manifest: Some(ManifestWritten {
+                path: "f.csv".into(),
+                keys: 3,
+                skipped_not_s3: 0,
+            }),
+        };
+        let t = render_text(&r);
+        let slow = t.find("SlowDown").unwrap();
+        let denied = t.find("AccessDenied").unwrap();
+        assert!(slow < denied, "larger class first:\n{t}");
+        assert!(t.contains("e.g. k1: denied"), "{t}");
+        assert!(t.contains("3 keys written to f.csv"), "{t}");
+        assert!(t.contains("(no job record)"), "{t}");
+    }
+}

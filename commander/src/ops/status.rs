@@ -1,0 +1,449 @@
+//! `commander status`: where a migration stands. Depths of every work queue
+//! and the DLQ; the job's enqueued totals (its job record); done, skipped and
+//! failed keys from the executors' completion reports; throughput over the
+//! last minutes and an ETA. `--watch` redraws in place; `--json` prints one
+//! object per refresh.
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use common::config::Config;
+use common::queue::set::QueueSet;
+use common::report::{Aggregator, JobRecord, ReportLocation, Summary};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{human_duration, parse_duration_flag, pick_job};
+use crate::summary::{human_bytes, thousands};
+
+/// Flags of `commander status`.
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Job to show [default: the newest job record at report.location]
+    #[arg(long, value_name = "ID")]
+    pub job_id: Option<String>,
+    /// Print one JSON object (with --watch: one per refresh, one per line)
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every SECS seconds [default: 5] until Ctrl-C
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "5",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch: Option<u64>,
+    /// Throughput is measured over this last stretch of time
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_flag)]
+    pub window: Duration,
+}
+
+/// One queue's depths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueStatus {
+    pub name: String,
+    /// The dead-letter queue (else a work queue).
+    pub dead: bool,
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+/// The job shown: its id and, when `commander run` wrote one, its record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobStatus {
+    pub job_id: String,
+    pub record: Option<JobRecord>,
+}
+
+/// Everything `status` shows; `--json` prints exactly this.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub at: DateTime<Utc>,
+    pub queues: Vec<QueueStatus>,
+    pub job: Option<JobStatus>,
+    /// Objects the job enqueued (its record); `None` without a record.
+    pub enqueued: Option<u64>,
+    /// Distinct keys with an outcome (succeeded + skipped + source missing + failed).
+    pub done: u64,
+    pub succeeded: u64,
+    pub skipped: u64,
+    pub source_missing: u64,
+    pub failed: u64,
+    /// Bytes written by succeeded keys.
+    pub bytes_done: u64,
+    /// `enqueued - done` (never negative); `None` without a record.
+    pub remaining: Option<u64>,
+    /// Keys finished per second over the window.
+    pub throughput_per_s: f64,
+    /// Seconds the throughput was measured over.
+    pub window_seconds: f64,
+    /// `0` when nothing remains; `None` (unknown) when keys remain but none
+    /// finished in the window, or without a record.
+    pub eta_seconds: Option<f64>,
+    /// Why some numbers are missing, and hints.
+    pub notes: Vec<String>,
+}
+
+/// Throughput, remaining keys and ETA from the counts: `recent` keys finished
+/// in the last `window_secs`. The ETA is `0` when nothing remains and `None`
+/// (unknown) when keys remain but nothing finished lately.
+pub fn estimate(
+    enqueued: Option<u64>,
+    done: u64,
+    recent: u64,
+    window_secs: f64,
+) -> (f64, Option<u64>, Option<f64>) {
+    let throughput = if window_secs > 0.0 {
+        recent as f64 / window_secs
+    } else {
+        0.0
+    };
+    let remaining = enqueued.map(|e| e.saturating_sub(done));
+    let eta = match remaining {
+        Some(0) => Some(0.0),
+        Some(r) if throughput > 0.0 => Some(r as f64 / throughput),
+        _ => None,
+    };
+    (throughput, remaining, eta)
+}
+
+/// Polls the queues and a job's reports. Report files are written once and
+/// never changed, so each refresh reads only the files that are new since the
+/// last one (the aggregate is kept between refreshes).
+pub struct Watcher {
+    set: QueueSet,
+    location: Option<ReportLocation>,
+    job_id: Option<String>,
+    window: Duration,
+    job: Option<(String, Option<JobRecord>)>,
+    aggregator: Aggregator,
+    files_read: HashSet<String>,
+    /// `finished_at` of rows that may still fall in the window.
+    recent: Vec<DateTime<Utc>>,
+}
+
+impl Watcher {
+    /// Watch `set`; the job comes from `location` (`job_id`, else the newest record).
+    pub fn new(
+        set: QueueSet,
+        location: Option<ReportLocation>,
+        job_id: Option<String>,
+        window: Duration,
+    ) -> Self {
+        Watcher {
+            set,
+            location,
+            job_id,
+            window: window.max(Duration::from_secs(1)),
+            job: None,
+            aggregator: Aggregator::new(false),
+            files_read: HashSet::new(),
+            recent: Vec::new(),
+        }
+    }
+
+    /// One refresh at time `now`.
+    pub async fn poll(&mut self, now: DateTime<Utc>) -> common::Result<Status> {
+        let mut queues = Vec::with_capacity(self.set.work.len() + 1);
+        for (q, dead) in self
+            .set
+            .work
+            .iter()
+            .map(|q| (q, false))
+            .chain(std::iter::once((&self.set.dead, true)))
+        {
+            let d = q.depths().await?;
+            queues.push(QueueStatus {
+                name: q.name().to_string(),
+                dead,
+                visible: d.visible,
+                in_flight: d.in_flight,
+                delayed: d.delayed,
+            });
+        }
+        let mut notes = Vec::new();
+        let dlq = queues.last().map(|q| q.visible + q.in_flight).unwrap_or(0);
+        if dlq > 0 {
+            notes.push(format!(
+                "{} message(s) in the dead-letter queue: `commander dlq` shows why, `commander redrive` retries them",
+                thousands(dlq)
+            ));
+        }
+        let Some(loc) = self.location.clone() else {
+            notes.push("no report location (report.location): queue depths only".to_string());
+            return Ok(self.status(now, queues, Summary::default(), 0, notes));
+        };
+        self.refresh_job(&loc).await?;
+        let Some((job_id, record)) = self.job.clone() else {
+            notes.push(format!(
+                "no job record under {}: progress appears once `commander run` has written one",
+                super::describe_location(&loc)
+            ));
+            return Ok(self.status(now, queues, Summary::default(), 0, notes));
+        };
+        if record.is_none() {
+            notes.push(format!(
+                "job {job_id} has no job record: enqueued totals and ETA unknown"
+            ));
+        } else if record.as_ref().is_some_and(|r| r.finished_at.is_none()) {
+            notes.push("the commander is still enqueuing: totals and ETA will grow".to_string());
+        }
+        for key in loc.report_files(&job_id).await? {
+            if self.files_read.contains(&key) {
+                continue;
+            }
+            for row in loc.read_rows(&key).await? {
+                self.recent.push(row.finished_at);
+                self.aggregator.add(row);
+            }
+            self.files_read.insert(key);
+        }
+        let since = now - self.window_for(record.as_ref(), now);
+        self.recent.retain(|t| *t > since);
+        let recent = self.recent.len() as u64;
+        let summary = self.aggregator.snapshot();
+        Ok(self.status(now, queues, summary, recent, notes))
+    }
+
+    async fn refresh_job(&mut self, loc: &ReportLocation) -> common::Result<()> {
+        // The job is chosen once; its record is re-read (the commander updates it).
+        match &self.job {
+            Some((id, _)) => {
+                let id = id.clone();
+                let record = loc.read_job(&id).await?;
+                self.job = Some((id, record));
+            }
+            None => self.job = pick_job(loc, self.job_id.as_deref()).await?,
+        }
+        Ok(())
+    }
+
+    /// The window, shortened to the job's age so a young job's rate is not diluted.
+    fn window_for(&self, record: Option<&JobRecord>, now: DateTime<Utc>) -> chrono::Duration {
+        let window = chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::MAX);
+        match record {
+            Some(r) if now > r.started_at => window
+                .min(now - r.started_at)
+                .max(chrono::Duration::seconds(1)),
+            _ => window,
+        }
+    }
+
+    fn status(
+        &self,
+        now: DateTime<Utc>,
+        queues: Vec<QueueStatus>,
+        s: Summary,
+        recent: u64,
+        notes: Vec<String>,
+    ) -> Status {
+        let record = self.job.as_ref().and_then(|(_, r)| r.as_ref());
+        let window = self.window_for(record, now);
+        let window_seconds = window.num_milliseconds() as f64 / 1000.0;
+        let enqueued = record.map(|r| r.objects);
+        let (throughput, remaining, eta) = estimate(enqueued, s.total, recent, window_seconds);
+        Status {
+            at: now,
+            queues,
+            job: self.job.as_ref().map(|(id, r)| JobStatus {
+                job_id: id.clone(),
+                record: r.clone(),
+            }),
+            enqueued,
+            done: s.total,
+            succeeded: s.succeeded,
+            skipped: s.skipped,
+            source_missing: s.source_missing,
+            failed: s.failed,
+            bytes_done: s.bytes,
+            remaining,
+            throughput_per_s: throughput,
+            window_seconds,
+            eta_seconds: eta,
+            notes,
+        }
+    }
+}
+
+/// The human rendering of a [`Status`] (several lines, ending with a newline).
+pub fn render_text(s: &Status) -> String {
+    let mut o = String::new();
+    let width = s
+        .queues
+        .iter()
+        .map(|q| q.name.len() + if q.dead { 6 } else { 0 })
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    o.push_str(&format!(
+        "{:<width$}  {:>12}  {:>12}  {:>10}\n",
+        "queue", "visible", "in flight", "delayed"
+    ));
+    for q in &s.queues {
+        let name = if q.dead {
+            format!("{} (DLQ)", q.name)
+        } else {
+            q.name.clone()
+        };
+        o.push_str(&format!(
+            "{:<width$}  {:>12}  {:>12}  {:>10}\n",
+            name,
+            thousands(q.visible),
+            thousands(q.in_flight),
+            thousands(q.delayed)
+        ));
+    }
+    if let Some(job) = &s.job {
+        o.push('\n');
+        match &job.record {
+            Some(r) => {
+                let state = if r.finished_at.is_some() {
+                    "enqueuing done"
+                } else {
+                    "still enqueuing"
+                };
+                o.push_str(&format!(
+                    "job         {}  {} -> {}  ({state})\n",
+                    job.job_id, r.source, r.target
+                ));
+                o.push_str(&format!(
+                    "enqueued    {} objects, {} in {} messages\n",
+                    thousands(r.objects),
+                    human_bytes(r.bytes),
+                    thousands(r.messages)
+                ));
+            }
+            None => o.push_str(&format!("job         {}  (no job record)\n", job.job_id)),
+        }
+        o.push_str(&format!(
+            "done        {}  (succeeded {}, skipped {}, source missing {}, failed {}; {} written)\n",
+            thousands(s.done),
+            thousands(s.succeeded),
+            thousands(s.skipped),
+            thousands(s.source_missing),
+            thousands(s.failed),
+            human_bytes(s.bytes_done)
+        ));
+        if let Some(r) = s.remaining {
+            o.push_str(&format!("remaining   {}\n", thousands(r)));
+        }
+        o.push_str(&format!(
+            "throughput  {:.1} keys/s (last {})\n",
+            s.throughput_per_s,
+            human_duration(s.window_seconds)
+        ));
+        let eta = match s.eta_seconds {
+            Some(0.0) => "0 (nothing remains)".to_string(),
+            Some(e) => human_duration(e),
+            None => "unknown".to_string(),
+        };
+        o.push_str(&format!("ETA         {eta}\n"));
+    }
+    for n in &s.notes {
+        o.push_str(&format!("note: {n}\n"));
+    }
+    o
+}
+
+/// `commander status`: print once, or every `--watch` seconds until Ctrl-C.
+pub async fn run(
+    cfg: &Config,
+    args: &StatusArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let set = super::open_queues(cfg).await?;
+    let location = common::report::open_report_location(cfg).await?;
+    let mut watcher = Watcher::new(set, location, args.job_id.clone(), args.window);
+    loop {
+        let status = tokio::select! {
+            s = watcher.poll(Utc::now()) => s?,
+            _ = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
+        };
+        if args.json {
+            println!("{}", serde_json::to_string(&status)?);
+        } else if args.watch.is_some() {
+            // Clear the screen and home the cursor, then redraw.
+            println!(
+                "\x1b[H\x1b[2J{}(refreshing every {}s; Ctrl-C to stop)",
+                render_text(&status),
+                args.watch.unwrap_or_default()
+            );
+        } else {
+            print!("{}", render_text(&status));
+        }
+        let Some(secs) = args.watch else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
+            _ = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_is_zero_when_done_unknown_when_stalled() {
+        assert_eq!(estimate(Some(10), 10, 0, 300.0), (0.0, Some(0), Some(0.0)));
+        assert_eq!(
+            estimate(Some(10), 12, 0, 300.0).1,
+            Some(0),
+            "never negative"
+        );
+        assert_eq!(estimate(Some(10), 4, 0, 300.0), (0.0, Some(6), None));
+        let (t, r, eta) = estimate(Some(100), 40, 30, 60.0);
+        assert_eq!((t, r), (0.5, Some(60)));
+        assert_eq!(eta, Some(120.0));
+        assert_eq!(estimate(None, 40, 30, 60.0).2, None);
+        assert_eq!(estimate(Some(5), 0, 0, 0.0), (0.0, Some(5), None));
+    }
+
+    #[test]
+    fn text_shows_the_dlq_eta_and_notes() {
+        let s = Status {
+            at: Utc::now(),
+            queues: vec![
+                QueueStatus {
+                    name: "q-01".into(),
+                    dead: false,
+                    visible: 1234,
+                    in_flight: 2,
+                    delayed: 0,
+                },
+                QueueStatus {
+                    name: "q-dead".into(),
+                    dead: true,
+                    visible: 3,
+                    in_flight: 0,
+                    delayed: 0,
+                },
+            ],
+            job: Some(JobStatus {
+                job_id: "j1".into(),
+                record: None,
+            }),
+            enqueued: None,
+            done: 7,
+            succeeded: 5,
+            skipped: 1,
+            source_missing: 0,
+            failed: 1,
+            bytes_done: 2048,
+            remaining: None,
+            throughput_per_s: 0.5,
+            window_seconds: 300.0,
+            eta_seconds: None,
+            notes: vec!["hello".into()],
+        };
+        let t = render_text(&s);
+        assert!(t.contains("q-dead (DLQ)"), "{t}");
+        assert!(t.contains("1,234"), "{t}");
+        assert!(t.contains("ETA         unknown"), "{t}");
+        assert!(t.contains("(no job record)"), "{t}");
+        assert!(t.contains("note: hello"), "{t}");
+        assert!(t.contains("last 5m 00s"), "{t}");
+    }
+}

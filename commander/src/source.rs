@@ -1,0 +1,305 @@
+//! From `run` flags to a validated plan: which source (parallel listing, S3
+//! Inventory, CSV manifest), which prefix and target prefix, which filters.
+//! Everything that can be checked before sending is checked here, and each
+//! error names the flag or file at fault.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::config::Config;
+use common::listing::csv_manifest::CsvManifest;
+use common::listing::filter::{parse_size, parse_time};
+use common::listing::inventory::Inventory;
+use common::listing::parallel::ListOptions;
+use common::listing::{FilterSpec, KeyFilter, KeyMap, OwnerRule, Selector};
+use common::location::Location;
+use common::store::open::open_store;
+use common::store::ObjectStore;
+use common::{Error, Result};
+
+use crate::cli::RunArgs;
+
+/// The source of keys.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// Parallel ListObjectsV2 (or directory walk).
+    List { store: Arc<dyn ObjectStore>, opts: ListOptions, source: Arc<str> },
+    /// An S3 Inventory; every key comes from `source`.
+    Inventory { inventory: Box<Inventory>, source: Arc<str> },
+    /// A CSV manifest; rows name their buckets (`only_bucket` when `-s` is given).
+    Csv { manifest: CsvManifest, only_bucket: Option<String> },
+}
+
+impl SourceKind {
+    /// `list`, `inventory` or `csv-manifest`, for the summary.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceKind::List { .. } => "list",
+            SourceKind::Inventory { .. } => "inventory",
+            SourceKind::Csv { .. } => "csv-manifest",
+        }
+    }
+}
+
+/// A checked plan for `run`.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub kind: SourceKind,
+    pub selector: Arc<Selector>,
+    /// What is enumerated, for people (`s3://bucket/prefix`, manifest path).
+    pub describe: String,
+    /// Message `target`: the target location without prefix.
+    pub target: String,
+}
+
+/// Resolve a prefix given both in a location and by a flag: they must agree.
+fn agree(in_location: &str, flag: Option<&str>, flag_name: &str, loc_flag: &str) -> Result<String> {
+    match flag {
+        Some(f) if !in_location.is_empty() && f != in_location => Err(Error::input(
+            flag_name,
+            format!("{flag_name} `{f}` differs from the prefix `{in_location}` given in {loc_flag}: give it once"),
+        )),
+        Some(f) => Ok(f.to_string()),
+        None => Ok(in_location.to_string()),
+    }
+}
+
+/// The filter flags as a spec (sizes and dates parsed; errors name the flag).
+pub fn filter_spec(args: &RunArgs, prefix: &str) -> Result<FilterSpec> {
+    Ok(FilterSpec {
+        prefix: prefix.to_string(),
+        start_after: args.start_after.clone().filter(|s| !s.is_empty()),
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        min_size: args.min_size.as_deref().map(|s| parse_size(s, "--min-size")).transpose()?,
+        max_size: args.max_size.as_deref().map(|s| parse_size(s, "--max-size")).transpose()?,
+        modified_since: args
+            .modified_since
+            .as_deref()
+            .map(|s| parse_time(s, "--modified-since"))
+            .transpose()?,
+        not_modified_since: args
+            .not_modified_since
+            .as_deref()
+            .map(|s| parse_time(s, "--not-modified-since"))
+            .transpose()?,
+        owner: match (&args.owner, &args.no_owner) {
+            (Some(o), _) => Some(OwnerRule::Is(o.clone())),
+            (None, Some(o)) => Some(OwnerRule::IsNot(o.clone())),
+            (None, None) => None,
+        },
+    })
+}
+
+/// Check the flags and open the source. Reads manifests (not data files).
+pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
+    let target_arg = args
+        .target_bucket
+        .as_deref()
+        .ok_or_else(|| Error::input("--target-bucket", "a target is required (-t BUCKET|s3://BUCKET/PREFIX|DIR)"))?;
+    let target = Location::parse(target_arg, "--target-bucket")?;
+    let source_loc = args
+        .source_bucket
+        .as_deref()
+        .map(|s| Location::parse(s, "--source-bucket"))
+        .transpose()?;
+    let prefix = agree(
+        source_loc.as_ref().map_or("", |l| l.prefix()),
+        args.prefix.as_deref(),
+        "--prefix",
+        "--source-bucket",
+    )?;
+    let target_prefix = if args.target_prefix.is_some() || !target.prefix().is_empty() {
+        Some(agree(target.prefix(), args.target_prefix.as_deref(), "--target-prefix", "--target-bucket")?)
+    } else {
+        None
+    };
+    let filter = KeyFilter::new(filter_spec(args, &prefix)?)?;
+    if args.batch_num == Some(0) {
+        return Err(Error::input("--batch-num", "must be at least 1"));
+    }
+
+    let kind = if let Some(m) = &args.manifest_path {
+        let inventory = if m.starts_with("s3://") {
+            let loc = Location::parse(m, "--manifest-path")?;
+            let client = common::clients::s3_client(&cfg.aws.inventory).await;
+            let store = open_store(&loc, Some(client), false).await?;
+            let bucket = loc.bucket().unwrap_or_default().to_string();
+            Inventory::open_s3(store, &bucket, loc.prefix()).await?
+        } else {
+            let path = Path::new(m);
+            if !path.exists() {
+                return Err(Error::input(m, "manifest not found (--manifest-path)"));
+            }
+            let path = path.to_path_buf();
+            tokio::task::spawn_blocking(move || Inventory::open_local(&path))
+                .await
+                .map_err(|e| Error::input(m, e.to_string()))??
+        };
+        let s = &inventory.schema;
+        let what = format!("the inventory {}", inventory.manifest_name);
+        filter.require(&what, s.size.is_some(), s.last_modified.is_some(), false)?;
+        let source = match &source_loc {
+            Some(l) => l.container().to_string(),
+            None => Location::parse(&inventory.manifest.source_bucket, &inventory.manifest_name)?
+                .container()
+                .to_string(),
+        };
+        SourceKind::Inventory { inventory: Box::new(inventory), source: Arc::from(source) }
+    } else if let Some(c) = &args.csv_manifest {
+        filter.require("a CSV manifest", false, false, false)?;
+        let manifest = if c.starts_with("s3://") {
+            let loc = Location::parse(c, "--csv-manifest")?;
+            if loc.prefix().is_empty() || loc.prefix().ends_with('/') {
+                return Err(Error::input("--csv-manifest", format!("`{c}` names no object (s3://bucket/key)")));
+            }
+            let client = common::clients::s3_client(&cfg.aws.inventory).await;
+            let store = open_store(&loc, Some(client), false).await?;
+            CsvManifest::s3(store, loc.bucket().unwrap_or_default(), loc.prefix())
+        } else {
+            if !Path::new(c).is_file() {
+                return Err(Error::input(c, "CSV manifest not found (--csv-manifest)"));
+            }
+            CsvManifest::local(c)
+        };
+        let only_bucket = match &source_loc {
+            None => None,
+            Some(Location::S3 { bucket, .. }) => Some(bucket.clone()),
+            Some(Location::Dir { .. }) => {
+                return Err(Error::input(
+                    "--source-bucket",
+                    "a CSV manifest names buckets: -s must be a bucket (or left out)",
+                ))
+            }
+        };
+        SourceKind::Csv { manifest, only_bucket }
+    } else {
+        let Some(src) = &source_loc else {
+            return Err(Error::input(
+                "--source-bucket",
+                "a source is required: -s BUCKET (ListObjectsV2), -m MANIFEST (S3 Inventory) or --csv-manifest PATH",
+            ));
+        };
+        let client = match src {
+            Location::S3 { .. } => Some(common::clients::s3_client(&cfg.aws.copy).await),
+            Location::Dir { .. } => {
+                filter.require(&format!("the directory {src}"), true, true, false)?;
+                None
+            }
+        };
+        let store = open_store(src, client, false).await?;
+        let opts = ListOptions {
+            prefix: prefix.clone(),
+            start_after: filter.spec().start_after.clone(),
+            depth: args.list_depth,
+            concurrency: args.list_concurrency.max(1),
+            page_size: args.list_page_size,
+            split_after_pages: args.split_after_pages.max(1),
+            fanout: args.split_fanout.max(1),
+            fetch_owner: filter.needs_owner(),
+            ..ListOptions::default()
+        };
+        SourceKind::List { store, opts, source: Arc::from(src.container().to_string()) }
+    };
+
+    let describe = match &kind {
+        SourceKind::List { source, .. } => format!("{source}{}{prefix}", if prefix.is_empty() { "" } else { "/" }),
+        SourceKind::Inventory { inventory, .. } => inventory.manifest_name.clone(),
+        SourceKind::Csv { manifest, .. } => manifest.name.clone(),
+    };
+    let target_container = target.container().to_string();
+    if let SourceKind::List { source, .. } | SourceKind::Inventory { source, .. } = &kind {
+        let rewrites = target_prefix.as_deref().is_some_and(|t| t != prefix);
+        if **source == *target_container && !rewrites {
+            return Err(Error::input(
+                "--target-bucket",
+                format!("source and target are both {target_container} and keys are not rewritten: objects would be copied onto themselves (use --target-prefix)"),
+            ));
+        }
+    }
+    let selector = Selector::new(filter, KeyMap::new(prefix, target_prefix));
+    Ok(Plan { kind, selector: Arc::new(selector), describe, target: target_container })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(f: impl FnOnce(&mut RunArgs)) -> RunArgs {
+        let mut a = RunArgs {
+            target_bucket: Some("dst".into()),
+            list_concurrency: 4,
+            list_depth: 2,
+            send_concurrency: 2,
+            split_after_pages: 2,
+            split_fanout: 4,
+            ..RunArgs::default()
+        };
+        f(&mut a);
+        a
+    }
+
+    async fn plan_err(a: RunArgs) -> String {
+        plan(&Config::default(), &a).await.unwrap_err().to_string()
+    }
+
+    #[tokio::test]
+    async fn flags_are_checked_before_anything_is_read() {
+        let e = plan_err(args(|a| a.target_bucket = None)).await;
+        assert!(e.contains("--target-bucket"), "{e}");
+        let e = plan_err(args(|_| {})).await;
+        assert!(e.contains("--source-bucket"), "{e}");
+        let e = plan_err(args(|a| {
+            a.source_bucket = Some("s3://src/a/".into());
+            a.prefix = Some("b/".into());
+        }))
+        .await;
+        assert!(e.contains("--prefix"), "{e}");
+        let e = plan_err(args(|a| {
+            a.source_bucket = Some("src".into());
+            a.min_size = Some("lots".into());
+        }))
+        .await;
+        assert!(e.contains("--min-size"), "{e}");
+        let e = plan_err(args(|a| {
+            a.manifest_path = Some("/nonexistent/manifest.json".into());
+        }))
+        .await;
+        assert!(e.contains("/nonexistent/manifest.json"), "{e}");
+        let e = plan_err(args(|a| {
+            a.csv_manifest = Some("/nonexistent.csv".into());
+        }))
+        .await;
+        assert!(e.contains("/nonexistent.csv"), "{e}");
+        let e = plan_err(args(|a| {
+            a.csv_manifest = Some("/nonexistent.csv".into());
+            a.min_size = Some("1".into());
+        }))
+        .await;
+        assert!(e.contains("--min-size") && e.contains("CSV manifest"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn directories_plan_a_listing_with_prefixes() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let a = args(|a| {
+            a.source_bucket = Some(src.path().display().to_string());
+            a.target_bucket = Some(format!("{}", dst.path().display()));
+            a.prefix = Some("logs/".into());
+            a.target_prefix = Some("old/".into());
+        });
+        let p = plan(&Config::default(), &a).await.unwrap();
+        assert_eq!(p.kind.name(), "list");
+        assert_eq!(p.selector.map.target_key("logs/x").as_deref(), Some("old/x"));
+        let SourceKind::List { opts, .. } = &p.kind else { panic!() };
+        assert_eq!((opts.prefix.as_str(), opts.depth, opts.fetch_owner), ("logs/", 2, false));
+
+        let same = args(|a| {
+            a.source_bucket = Some(src.path().display().to_string());
+            a.target_bucket = Some(src.path().display().to_string());
+        });
+        let e = plan(&Config::default(), &same).await.unwrap_err().to_string();
+        assert!(e.contains("onto themselves"), "{e}");
+    }
+}

@@ -1,0 +1,217 @@
+//! What `commander run` tells the operator: a live progress line (a `\r` line
+//! on a terminal, an info log line every 10 s otherwise) and the final summary
+//! (text, or JSON with `--json`).
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::listing::{ListStats, SkipSummary};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::Counters;
+
+/// The final summary of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub job_id: String,
+    /// What was enumerated (`s3://bucket/prefix`, a manifest path).
+    pub source: String,
+    /// `list`, `inventory` or `csv-manifest`.
+    pub source_kind: &'static str,
+    pub target: String,
+    pub dry_run: bool,
+    /// Every key of the source was sent (or counted, in a dry run).
+    pub complete: bool,
+    /// Keys read from the source, before filters.
+    pub listed: u64,
+    /// Keys sent (or that would be sent).
+    pub objects: u64,
+    /// Sum of their sizes, where known.
+    pub bytes: u64,
+    pub messages: u64,
+    pub send_calls: u64,
+    /// Messages per work queue, in queue order.
+    pub queues: Vec<QueueCount>,
+    pub skipped: SkipSummary,
+    pub elapsed_seconds: f64,
+    pub keys_per_second: f64,
+    /// Why the run stopped early.
+    pub error: Option<String>,
+    /// `--start-after` value to resume with (`""`: re-run from the beginning).
+    pub resume_start_after: Option<String>,
+}
+
+/// Messages sent to one work queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueCount {
+    pub queue: String,
+    pub messages: u64,
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Quote a key for a POSIX shell command line.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl Summary {
+    /// The human summary (several lines, ending with a newline).
+    pub fn render_text(&self) -> String {
+        let mut o = String::new();
+        let verb = if self.dry_run { "would be sent" } else { "sent" };
+        o.push_str(&format!("job      {}\n", self.job_id));
+        o.push_str(&format!("source   {} ({})\n", self.source, self.source_kind));
+        o.push_str(&format!("target   {}\n", self.target));
+        o.push_str(&format!(
+            "objects  {} {verb} ({}) of {} listed\n",
+            thousands(self.objects),
+            human_bytes(self.bytes),
+            thousands(self.listed)
+        ));
+        o.push_str(&format!(
+            "messages {} in {} SendMessageBatch calls{}\n",
+            thousands(self.messages),
+            thousands(self.send_calls),
+            if self.dry_run { " (dry run: nothing sent)" } else { "" }
+        ));
+        let queues: Vec<String> =
+            self.queues.iter().map(|q| format!("{}: {}", q.queue, thousands(q.messages))).collect();
+        o.push_str(&format!("queues   {}\n", queues.join(", ")));
+        let skipped = self.skipped.nonzero();
+        if skipped.is_empty() {
+            o.push_str("skipped  none\n");
+        } else {
+            let parts: Vec<String> = skipped.iter().map(|(f, n)| format!("{f}: {}", thousands(*n))).collect();
+            o.push_str(&format!("skipped  {}\n", parts.join(", ")));
+        }
+        o.push_str(&format!(
+            "elapsed  {:.1} s ({} keys/s)\n",
+            self.elapsed_seconds,
+            thousands(self.keys_per_second as u64)
+        ));
+        if !self.complete {
+            o.push_str("status   INCOMPLETE\n");
+        }
+        o
+    }
+}
+
+/// Show progress until `stop` fires: a `\r` line on a terminal (stderr), an
+/// info log line every 10 s otherwise.
+pub fn spawn_progress(stats: Arc<ListStats>, counters: Arc<Counters>, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let tty = std::io::stderr().is_terminal();
+        let period = if tty { Duration::from_secs(1) } else { Duration::from_secs(10) };
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let listed = stats.seen();
+            let sent = counters.keys_sent.load(Ordering::Relaxed);
+            let messages = counters.messages_sent.load(Ordering::Relaxed);
+            let rate = sent as f64 / start.elapsed().as_secs_f64().max(0.001);
+            if tty {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(
+                    err,
+                    "\r\x1b[2Klisted {} · sent {} keys in {} messages · {} keys/s",
+                    thousands(listed),
+                    thousands(sent),
+                    thousands(messages),
+                    thousands(rate as u64)
+                );
+                let _ = err.flush();
+            } else {
+                tracing::info!(listed, sent, messages, keys_per_second = rate as u64, "progress");
+            }
+        }
+        if tty {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_numbers_and_quotes_keys() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(shell_quote("it's a key"), r"'it'\''s a key'");
+    }
+
+    #[test]
+    fn text_summary_names_everything() {
+        let s = Summary {
+            job_id: "job-1".into(),
+            source: "s3://src/p/".into(),
+            source_kind: "list",
+            target: "s3://dst".into(),
+            dry_run: false,
+            complete: true,
+            listed: 1200,
+            objects: 1000,
+            bytes: 2048,
+            messages: 2,
+            send_calls: 1,
+            queues: vec![
+                QueueCount { queue: "q-01".into(), messages: 1 },
+                QueueCount { queue: "q-02".into(), messages: 1 },
+            ],
+            skipped: SkipSummary { include: 200, ..SkipSummary::default() },
+            elapsed_seconds: 2.0,
+            keys_per_second: 500.0,
+            error: None,
+            resume_start_after: None,
+        };
+        let t = s.render_text();
+        for want in ["job-1", "s3://src/p/", "1,000 sent", "2.0 KiB", "q-01: 1", "--include: 200", "500 keys/s"] {
+            assert!(t.contains(want), "{want} in {t}");
+        }
+        assert!(!t.contains("INCOMPLETE"));
+    }
+}

@@ -1,1 +1,0 @@
-//! listing (to be written)

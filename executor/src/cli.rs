@@ -1,0 +1,342 @@
+//! Command-line flags of the executor: the seed's flags (`--mode`, `-n`, `-d`, `-v`,
+//! `--sleep-sec`, `--modified-since`, …) plus concurrency, sizes, `--until-empty`,
+//! storage class, ACL and the shutdown grace period. Flags that are also config
+//! keys are handed to `Config::load` so precedence stays default < file < env < flag.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use clap::Parser;
+use common::config::GlobalArgs;
+use common::transfer::Mode;
+
+/// `executor`: receive batches of keys from the work queues and copy, download-upload
+/// or check each key; failed keys are parked in the dead-letter queue.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "executor", version, about, long_about = None)]
+pub struct Cli {
+    /// Global flags shared with `commander` (-c, -e, --log-level, --log-format, --queue, --print-config).
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    /// What to do with each key: `copy` (server-side CopyObject / UploadPartCopy),
+    /// `downup` (stream download then upload) or `check` (compare; mismatches go to the DLQ).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "copy",
+        env = "EXECUTOR_MODE",
+        help_heading = "Work"
+    )]
+    pub mode: Mode,
+
+    /// Receive only from work queue N (1-based); `-1` receives from no work queue
+    /// (use with `-d` to drain only the dead-letter queue). Default: all work queues, fairly.
+    #[arg(
+        short = 'n',
+        long,
+        allow_negative_numbers = true,
+        env = "EXECUTOR_QUEUE_NUM",
+        help_heading = "Queues"
+    )]
+    pub queue_num: Option<i64>,
+
+    /// Also receive from the dead-letter queue (retry parked keys).
+    #[arg(
+        short = 'd',
+        long,
+        env = "EXECUTOR_INCLUDING_DEAD",
+        help_heading = "Queues"
+    )]
+    pub including_dead: bool,
+
+    /// copy/downup: check the target first; identical → skip, only tags differ → update tags only.
+    #[arg(short = 'v', long, env = "EXECUTOR_VERIFY", help_heading = "Work")]
+    pub verify: bool,
+
+    /// check (and --verify): when ETags are not comparable, compare the content byte by byte.
+    #[arg(long, env = "EXECUTOR_DEEP", help_heading = "Work")]
+    pub deep: bool,
+
+    /// Seconds a receiver pauses after a receive call that returned nothing (long polling already waits).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_seconds, env = "EXECUTOR_SLEEP_SEC", help_heading = "Queues")]
+    pub sleep_sec: f64,
+
+    /// Only work objects last modified after this time (RFC 3339 or YYYY-MM-DD, UTC); others are `skipped-filtered`.
+    #[arg(long, value_parser = parse_time, env = "EXECUTOR_MODIFIED_SINCE", help_heading = "Work")]
+    pub modified_since: Option<DateTime<Utc>>,
+
+    /// Only work objects last modified at or before this time (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long, value_parser = parse_time, env = "EXECUTOR_NOT_MODIFIED_SINCE", help_heading = "Work")]
+    pub not_modified_since: Option<DateTime<Utc>>,
+
+    /// Temporary directory (config `migration.tmp_dir`); no mode needs disk today.
+    #[arg(long, help_heading = "Work")]
+    pub tmp_dir: Option<String>,
+
+    /// Work-queue name pattern (config `sqs.queue_name_pattern`), e.g. `s3-migration-{:0>2d}`.
+    #[arg(long, help_heading = "Queues")]
+    pub queue_name_pattern: Option<String>,
+
+    /// Dead-letter queue name (config `sqs.dead_queue_name`).
+    #[arg(long, help_heading = "Queues")]
+    pub dead_queue_name: Option<String>,
+
+    /// Messages per receive call, 1–10 (config `sqs.max_receive_num`).
+    #[arg(long, help_heading = "Queues")]
+    pub max_receive_num: Option<String>,
+
+    /// Objects in flight in this process (config `migration.concurrency`).
+    #[arg(long, help_heading = "Performance")]
+    pub concurrency: Option<String>,
+
+    /// Part size for multipart copies and uploads, e.g. `64MiB` (config `migration.part_size`).
+    #[arg(long, help_heading = "Performance")]
+    pub part_size: Option<String>,
+
+    /// Objects at least this large are copied in parts, e.g. `5GiB` (config `migration.multipart_threshold`).
+    #[arg(long, help_heading = "Performance")]
+    pub multipart_threshold: Option<String>,
+
+    /// Parts of ONE object in flight. Default: 8 in copy mode (server-side, no memory),
+    /// 4 in downup/check (part buffers of all objects share one concurrency × part size budget).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64), env = "EXECUTOR_PART_CONCURRENCY", help_heading = "Performance")]
+    pub part_concurrency: Option<u32>,
+
+    /// Exit 0 once the queues hold no visible and no in-flight message and this process is idle.
+    #[arg(long, env = "EXECUTOR_UNTIL_EMPTY", help_heading = "Lifecycle")]
+    pub until_empty: bool,
+
+    /// Seconds in-flight keys get to finish after SIGTERM/SIGINT before their messages are returned.
+    #[arg(long, default_value_t = 25.0, value_parser = parse_seconds, env = "EXECUTOR_GRACE_PERIOD", help_heading = "Lifecycle")]
+    pub grace_period: f64,
+
+    /// Storage class of written objects (e.g. STANDARD_IA); default: the store's default.
+    #[arg(long, env = "EXECUTOR_STORAGE_CLASS", help_heading = "Target")]
+    pub storage_class: Option<String>,
+
+    /// Canned ACL of written objects; `none` sends no ACL (buckets with ACLs disabled).
+    #[arg(
+        long,
+        default_value = "bucket-owner-full-control",
+        env = "EXECUTOR_ACL",
+        help_heading = "Target"
+    )]
+    pub acl: String,
+}
+
+impl Cli {
+    /// Flags that are config keys, as `(key path, value, flag name)` for `Config::load`.
+    pub fn config_flags(&self) -> Vec<(&'static str, Option<String>, &'static str)> {
+        vec![
+            (
+                "sqs.queue_name_pattern",
+                self.queue_name_pattern.clone(),
+                "--queue-name-pattern",
+            ),
+            (
+                "sqs.dead_queue_name",
+                self.dead_queue_name.clone(),
+                "--dead-queue-name",
+            ),
+            (
+                "sqs.max_receive_num",
+                self.max_receive_num.clone(),
+                "--max-receive-num",
+            ),
+            (
+                "migration.concurrency",
+                self.concurrency.clone(),
+                "--concurrency",
+            ),
+            ("migration.part_size", self.part_size.clone(), "--part-size"),
+            (
+                "migration.multipart_threshold",
+                self.multipart_threshold.clone(),
+                "--multipart-threshold",
+            ),
+            ("migration.tmp_dir", self.tmp_dir.clone(), "--tmp-dir"),
+        ]
+    }
+
+    /// The ACL to send: `None` for `none` (or an empty value).
+    pub fn acl(&self) -> Option<String> {
+        let acl = self.acl.trim();
+        if acl.is_empty() || acl.eq_ignore_ascii_case("none") {
+            None
+        } else {
+            Some(acl.to_string())
+        }
+    }
+
+    /// Parts of one object in flight (see `--part-concurrency`).
+    pub fn part_concurrency(&self) -> usize {
+        match (self.part_concurrency, self.mode) {
+            (Some(n), _) => n as usize,
+            (None, Mode::Copy) => 8,
+            (None, _) => 4,
+        }
+    }
+
+    /// Shutdown grace period.
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs_f64(self.grace_period)
+    }
+
+    /// Pause after an empty receive call.
+    pub fn sleep(&self) -> Duration {
+        Duration::from_secs_f64(self.sleep_sec)
+    }
+}
+
+/// Parse `--modified-since`-style values: RFC 3339 (`2024-05-01T12:00:00Z`,
+/// `2024-05-01T12:00:00+02:00`), `YYYY-MM-DDTHH:MM:SS` / `YYYY-MM-DD HH:MM:SS`
+/// (UTC), or a date `YYYY-MM-DD` (midnight UTC).
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    let t = s.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Ok(dt.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(t, fmt) {
+            return Ok(dt.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    Err(format!(
+        "`{s}` is not a time: use RFC 3339 (2024-05-01T12:00:00Z) or a date (2024-05-01)"
+    ))
+}
+
+/// Parse a non-negative number of seconds (fractions allowed).
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind as ClapKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut all = vec!["executor"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all)
+    }
+
+    #[test]
+    fn defaults_match_the_seed() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(cli.mode, Mode::Copy);
+        assert_eq!(cli.queue_num, None);
+        assert!(!cli.including_dead && !cli.verify && !cli.until_empty);
+        assert_eq!(cli.acl().as_deref(), Some("bucket-owner-full-control"));
+        assert_eq!(cli.grace(), Duration::from_secs(25));
+        assert_eq!(cli.sleep(), Duration::ZERO);
+        assert_eq!(cli.part_concurrency(), 8);
+        assert!(cli.config_flags().iter().all(|(_, v, _)| v.is_none()));
+    }
+
+    #[test]
+    fn seed_flags_parse() {
+        let cli = parse(&[
+            "--mode",
+            "downup",
+            "-n",
+            "-1",
+            "-d",
+            "-v",
+            "--sleep-sec",
+            "2.5",
+            "--modified-since",
+            "2024-05-01",
+            "--not-modified-since",
+            "2024-06-01T10:00:00+02:00",
+            "--queue-name-pattern",
+            "q-{}",
+            "--dead-queue-name",
+            "dead",
+            "--max-receive-num",
+            "5",
+            "--acl",
+            "none",
+            "--concurrency",
+            "7",
+            "--multipart-threshold",
+            "8MiB",
+        ])
+        .unwrap();
+        assert_eq!(cli.mode, Mode::Downup);
+        assert_eq!(cli.queue_num, Some(-1));
+        assert!(cli.including_dead && cli.verify);
+        assert_eq!(cli.sleep(), Duration::from_millis(2500));
+        assert_eq!(
+            cli.modified_since.unwrap().to_rfc3339(),
+            "2024-05-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            cli.not_modified_since.unwrap().to_rfc3339(),
+            "2024-06-01T08:00:00+00:00"
+        );
+        assert_eq!(cli.acl(), None);
+        assert_eq!(cli.part_concurrency(), 4);
+        let flags = cli.config_flags();
+        let get = |k: &str| flags.iter().find(|(p, _, _)| *p == k).unwrap().1.clone();
+        assert_eq!(get("sqs.queue_name_pattern").as_deref(), Some("q-{}"));
+        assert_eq!(get("sqs.dead_queue_name").as_deref(), Some("dead"));
+        assert_eq!(get("sqs.max_receive_num").as_deref(), Some("5"));
+        assert_eq!(get("migration.concurrency").as_deref(), Some("7"));
+        assert_eq!(
+            get("migration.multipart_threshold").as_deref(),
+            Some("8MiB")
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (args, flag) in [
+            (vec!["--modified-since", "yesterday"], "--modified-since"),
+            (
+                vec!["--not-modified-since", "2024-13-01"],
+                "--not-modified-since",
+            ),
+            (vec!["--mode", "move"], "--mode"),
+            (vec!["--sleep-sec=-1"], "--sleep-sec"),
+            (vec!["--grace-period", "abc"], "--grace-period"),
+            (vec!["-n", "x"], "--queue-num"),
+            (vec!["--part-concurrency", "0"], "--part-concurrency"),
+        ] {
+            let e = parse(&args).unwrap_err();
+            assert!(
+                matches!(e.kind(), ClapKind::ValueValidation | ClapKind::InvalidValue),
+                "{args:?}: {e}"
+            );
+            assert!(e.to_string().contains(flag), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn times_accept_every_documented_form() {
+        for (input, want) in [
+            ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00+00:00"),
+            (
+                "2024-05-01T12:00:00.5+00:00",
+                "2024-05-01T12:00:00.500+00:00",
+            ),
+            ("2024-05-01T12:00:00", "2024-05-01T12:00:00+00:00"),
+            ("2024-05-01 12:00:00", "2024-05-01T12:00:00+00:00"),
+            (" 2024-05-01 ", "2024-05-01T00:00:00+00:00"),
+        ] {
+            assert_eq!(parse_time(input).unwrap().to_rfc3339(), want, "{input}");
+        }
+        let e = parse_time("05/01/2024").unwrap_err();
+        assert!(e.contains("05/01/2024") && e.contains("RFC 3339"), "{e}");
+    }
+}

@@ -1,0 +1,420 @@
+//! The executor: receives batches of keys from the work queues (and, with `-d`, the
+//! dead-letter queue) and copies, download-uploads or checks each key, parking failed
+//! keys in the DLQ. [`run`] is handed its flags and its shutdown signal, so tests (and
+//! `main`) decide when it stops; the loop itself is in [`worker`].
+
+pub mod cli;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use common::config::Config;
+use common::location::Location;
+use common::message::{Batch, KeyItem};
+use common::queue::set::{open_service, QueueSet};
+use common::report::{ReportLocation, Reporter};
+use common::store::open::open_store;
+use common::store::ObjectStore;
+use common::transfer::{self, BufferPool, Endpoints, Mode, TransferOptions};
+use common::ErrorKind;
+use tokio_util::sync::CancellationToken;
+
+pub use cli::Cli;
+pub use worker::{KeyDone, KeyWorker, RunStats, Settings, StopReason};
+
+/// Interval of the `--until-empty` emptiness checks (two in a row end the run).
+pub const EMPTY_CHECK_INTERVAL: Duration = Duration::from_secs(3);
+/// Interval of the throughput log line.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Run the executor until `shutdown` is cancelled (SIGTERM/SIGINT in `main`) or, with
+/// `--until-empty`, until its queues are empty. Errors only on bad flags/config or
+/// queues that cannot be opened; per-key failures go to the DLQ, never here.
+pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<RunStats> {
+    let cfg = Config::load(&cli.global, &cli.config_flags())?;
+    if cli.global.print_config {
+        println!("{}", cfg.render());
+        return Ok(RunStats::default());
+    }
+    init_logging(&cfg)?;
+    check_flags(&cli)?;
+
+    let service = open_service(&cfg)
+        .await
+        .context("opening the queue service")?;
+    let queues = QueueSet::open(&*service, &cfg).await?;
+    let order = queues.receive_order(cli.queue_num, cli.including_dead)?;
+    if order.is_empty() {
+        bail!("no queue to receive from: `--queue-num -1` needs `-d/--including-dead`");
+    }
+
+    let worker = TransferWorker::new(&cfg, &cli).await;
+    let executor_id = executor_id();
+    let (reporter, reporter_task) = match &cfg.report_location {
+        Some(loc) => {
+            let location = Location::parse(loc, "report.location")?;
+            let client = match location {
+                Location::S3 { .. } => Some(common::clients::s3_client(&cfg.aws.copy).await),
+                Location::Dir { .. } => None,
+            };
+            let store = open_store(&location.container(), client, true).await?;
+            let (r, t) = Reporter::start(
+                ReportLocation::new(store, location.prefix()),
+                executor_id.clone(),
+                cfg.report.flush_rows,
+                cfg.report.flush_seconds,
+            );
+            (Some(r), Some(t))
+        }
+        None => (None, None),
+    };
+
+    let settings = Settings {
+        concurrency: cfg.migration.concurrency,
+        max_receive_num: cfg.sqs.max_receive_num,
+        receivers: 0,
+        wait: cfg.sqs.receive_message_wait_time,
+        visibility: cfg.sqs.visibility_timeout,
+        sleep_after_empty: cli.sleep(),
+        grace: cli.grace(),
+        until_empty: cli.until_empty,
+        empty_check_interval: EMPTY_CHECK_INTERVAL,
+        max_message_bytes: cfg.sqs.max_message_bytes,
+        keys_per_message_hint: cfg.migration.batch_num,
+        mode: cli.mode.to_string(),
+        executor_id,
+        progress_interval: PROGRESS_INTERVAL,
+    };
+    let stats = worker::serve(
+        order,
+        queues.dead.clone(),
+        Arc::new(worker),
+        settings,
+        reporter,
+        shutdown,
+    )
+    .await;
+    if let Some(task) = reporter_task {
+        match task.finish().await {
+            Ok(files) => tracing::debug!(files, "completion report written"),
+            Err(e) => tracing::error!(error = %e, "completion report could not be written"),
+        }
+    }
+    println!("{}", summary_line(&stats));
+    tracing::info!(keys = stats.keys, failed = stats.failed, bytes = stats.bytes, stopped_by = ?stats.stopped_by, "executor finished");
+    Ok(stats)
+}
+
+fn init_logging(cfg: &Config) -> anyhow::Result<()> {
+    match common::logging::init(
+        &cfg.migration.log_level,
+        cfg.migration.log_format,
+        cfg.migration.log_file.as_deref(),
+    ) {
+        Ok(()) => Ok(()),
+        // Already installed (tests run `run` in-process): keep the existing one.
+        Err(e) if e.kind != ErrorKind::Input => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Flag combinations clap cannot express.
+fn check_flags(cli: &Cli) -> anyhow::Result<()> {
+    if let Some(n) = cli.queue_num {
+        if n == 0 || n < -1 {
+            bail!("--queue-num: {n} is not a queue number (1..=queue_num, or -1 with -d)");
+        }
+        if n == -1 && !cli.including_dead {
+            bail!("--queue-num -1 receives from no work queue: add -d/--including-dead to drain the dead-letter queue");
+        }
+    }
+    if let (Some(a), Some(b)) = (cli.modified_since, cli.not_modified_since) {
+        if a >= b {
+            bail!(
+                "--modified-since {a} is not before --not-modified-since {b}: no object can match"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `hostname-pid-random`: unique per process, safe as a path component of report keys.
+fn executor_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let host = if host.is_empty() {
+        "executor".to_string()
+    } else {
+        host
+    };
+    format!("{host}-{}-{}", std::process::id(), &id[..8])
+}
+
+/// The one-line summary printed to stdout at exit.
+pub fn summary_line(s: &RunStats) -> String {
+    let why = match s.stopped_by {
+        StopReason::Signal => "stopped by signal",
+        StopReason::QueuesEmpty => "queues empty",
+    };
+    let outcomes = if s.by_outcome.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<String> = s
+            .by_outcome
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        format!(" ({})", parts.join(", "))
+    };
+    format!(
+        "executor: {why}: {} keys{outcomes}, {} failed, {} bytes; messages: {} done, {} returned, {} bad, {} parked in DLQ",
+        s.keys, s.failed, s.bytes, s.messages_done, s.messages_returned, s.bad_messages, s.dlq_messages
+    )
+}
+
+/// The production [`KeyWorker`]: opens (and caches) the stores a message names and
+/// calls [`transfer::process_key`].
+pub struct TransferWorker {
+    opts: TransferOptions,
+    target_client: aws_sdk_s3::Client,
+    source_client: aws_sdk_s3::Client,
+    /// The source is read with `aws.copy_source` (downup/check with that section set).
+    separate_source: bool,
+    ends: Mutex<HashMap<(String, String), Arc<Endpoints>>>,
+}
+
+impl std::fmt::Debug for TransferWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferWorker")
+            .field("mode", &self.opts.mode)
+            .field("separate_source", &self.separate_source)
+            .finish()
+    }
+}
+
+/// Whether `aws.copy_source` says anything (credentials, profile, region or endpoint).
+pub fn copy_source_is_set(cfg: &Config) -> bool {
+    let s = &cfg.aws.copy_source;
+    s.profile_name.is_some()
+        || s.aws_access_key_id.is_some()
+        || s.endpoint_url.is_some()
+        || s.region_name.is_some()
+}
+
+impl TransferWorker {
+    /// Build the clients the mode needs (no network call).
+    pub async fn new(cfg: &Config, cli: &Cli) -> Self {
+        let separate_source = cli.mode != Mode::Copy && copy_source_is_set(cfg);
+        let target_client = common::clients::s3_client(&cfg.aws.copy).await;
+        let source_client = if separate_source {
+            common::clients::s3_client(&cfg.aws.copy_source).await
+        } else {
+            target_client.clone()
+        };
+        TransferWorker {
+            opts: transfer_options(cfg, cli),
+            target_client,
+            source_client,
+            separate_source,
+            ends: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn endpoints(&self, batch: &Batch) -> common::Result<Arc<Endpoints>> {
+        let cache_key = (batch.source.clone(), batch.target.clone());
+        if let Some(e) = self.ends.lock().expect("ends lock").get(&cache_key) {
+            return Ok(e.clone());
+        }
+        let source = Location::parse(&batch.source, "message source")?;
+        let target = Location::parse(&batch.target, "message target")?;
+        let both_s3 = matches!(
+            (&source, &target),
+            (Location::S3 { .. }, Location::S3 { .. })
+        );
+        let source_store: Arc<dyn ObjectStore> =
+            open_store(&source, Some(self.source_client.clone()), false).await?;
+        // A missing target directory is created for writing, never for checking.
+        let create = self.opts.mode != Mode::Check;
+        let target_store: Arc<dyn ObjectStore> =
+            open_store(&target, Some(self.target_client.clone()), create).await?;
+        let ends = Arc::new(Endpoints {
+            source: source_store,
+            target: target_store,
+            server_side: self.opts.mode == Mode::Copy && both_s3 && !self.separate_source,
+        });
+        self.ends
+            .lock()
+            .expect("ends lock")
+            .insert(cache_key, ends.clone());
+        Ok(ends)
+    }
+}
+
+#[async_trait]
+impl KeyWorker for TransferWorker {
+    async fn work(&self, batch: &Batch, item: &KeyItem) -> common::Result<KeyDone> {
+        let ends = self.endpoints(batch).await?;
+        let done = transfer::process_key(&ends, item, &self.opts).await?;
+        Ok(KeyDone {
+            outcome: done.outcome,
+            bytes: done.bytes,
+            note: done.note,
+        })
+    }
+}
+
+/// The per-key options from config and flags.
+pub fn transfer_options(cfg: &Config, cli: &Cli) -> TransferOptions {
+    TransferOptions {
+        mode: cli.mode,
+        verify: cli.verify,
+        deep: cli.deep,
+        multipart_threshold: cfg.migration.multipart_threshold,
+        part_size: cfg.migration.part_size,
+        part_concurrency: cli.part_concurrency(),
+        storage_class: cli.storage_class.clone(),
+        acl: cli.acl(),
+        modified_since: cli.modified_since,
+        not_modified_since: cli.not_modified_since,
+        max_attempts: 3,
+        // One budget for every object's part buffers: streaming stays within
+        // concurrency × part_size for the whole process.
+        buffers: Some(BufferPool::new(
+            (cfg.migration.concurrency as u64).saturating_mul(cfg.migration.part_size),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["executor"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn flag_combinations_are_checked() {
+        assert!(check_flags(&cli(&[])).is_ok());
+        assert!(check_flags(&cli(&["-n", "-1", "-d"])).is_ok());
+        assert!(check_flags(&cli(&["-n", "2"])).is_ok());
+        for (args, needle) in [
+            (vec!["-n", "-1"], "--including-dead"),
+            (vec!["-n", "0"], "--queue-num"),
+            (vec!["-n", "-5", "-d"], "--queue-num"),
+            (
+                vec![
+                    "--modified-since",
+                    "2024-02-01",
+                    "--not-modified-since",
+                    "2024-02-01",
+                ],
+                "--not-modified-since",
+            ),
+        ] {
+            let e = check_flags(&cli(&args)).unwrap_err().to_string();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn transfer_options_follow_flags_and_config() {
+        let mut cfg = Config::default();
+        cfg.migration.multipart_threshold = 8 << 20;
+        cfg.migration.part_size = 5 << 20;
+        let o = transfer_options(
+            &cfg,
+            &cli(&[
+                "--mode",
+                "downup",
+                "-v",
+                "--acl",
+                "none",
+                "--storage-class",
+                "STANDARD_IA",
+            ]),
+        );
+        assert_eq!((o.mode, o.verify, o.deep), (Mode::Downup, true, false));
+        assert_eq!(
+            (o.multipart_threshold, o.part_size, o.part_concurrency),
+            (8 << 20, 5 << 20, 4)
+        );
+        assert_eq!(
+            (o.acl, o.storage_class.as_deref()),
+            (None, Some("STANDARD_IA"))
+        );
+        let o = transfer_options(&cfg, &cli(&["--modified-since", "2024-01-01", "--deep"]));
+        assert_eq!(o.acl.as_deref(), Some("bucket-owner-full-control"));
+        assert!(o.deep && o.modified_since.is_some() && o.not_modified_since.is_none());
+        assert_eq!(o.part_concurrency, 8);
+        let pool = o.buffers.expect("a shared buffer budget");
+        assert_eq!(pool.capacity(), 64 * (5 << 20));
+    }
+
+    #[test]
+    fn copy_source_counts_as_set_when_anything_is_given() {
+        let mut cfg = Config::default();
+        assert!(!copy_source_is_set(&cfg));
+        cfg.aws.copy_source.endpoint_url = Some("http://other".into());
+        assert!(copy_source_is_set(&cfg));
+        let mut cfg = Config::default();
+        cfg.aws.copy_source.profile_name = Some("src-account".into());
+        assert!(copy_source_is_set(&cfg));
+    }
+
+    #[test]
+    fn summary_names_the_stop_reason_and_counts() {
+        let mut s = RunStats {
+            keys: 3,
+            failed: 1,
+            bytes: 20,
+            messages_done: 2,
+            ..RunStats::default()
+        };
+        s.by_outcome.insert("copied".into(), 2);
+        s.by_outcome.insert("failed".into(), 1);
+        s.stopped_by = StopReason::QueuesEmpty;
+        let line = summary_line(&s);
+        assert!(
+            line.starts_with(
+                "executor: queues empty: 3 keys (copied 2, failed 1), 1 failed, 20 bytes"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("2 done"), "{line}");
+        s.stopped_by = StopReason::Signal;
+        assert!(summary_line(&s).contains("stopped by signal"));
+    }
+
+    #[test]
+    fn executor_ids_are_unique_and_path_safe() {
+        let (a, b) = (executor_id(), executor_id());
+        assert_ne!(a, b);
+        assert!(
+            a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "{a}"
+        );
+    }
+}
