@@ -119,9 +119,14 @@ impl ReportRow {
     }
 
     fn from_record(rec: &csv::StringRecord, file: &str, line: u64) -> Result<Self> {
-        let bad = |what: &str| Error::input(format!("{file}:{line}"), format!("bad report row: {what}"));
+        let bad =
+            |what: &str| Error::input(format!("{file}:{line}"), format!("bad report row: {what}"));
         if rec.len() != REPORT_COLUMNS.len() {
-            return Err(bad(&format!("{} columns, expected {}", rec.len(), REPORT_COLUMNS.len())));
+            return Err(bad(&format!(
+                "{} columns, expected {}",
+                rec.len(),
+                REPORT_COLUMNS.len()
+            )));
         }
         let opt = |i: usize| Some(rec[i].to_string()).filter(|s| !s.is_empty());
         Ok(ReportRow {
@@ -131,7 +136,9 @@ impl ReportRow {
             source_key: rec[3].to_string(),
             target: rec[4].to_string(),
             target_key: rec[5].to_string(),
-            size: opt(6).map(|s| s.parse().map_err(|_| bad("size"))).transpose()?,
+            size: opt(6)
+                .map(|s| s.parse().map_err(|_| bad("size")))
+                .transpose()?,
             outcome: parse_outcome(&rec[7]).ok_or_else(|| bad("outcome"))?,
             error_class: opt(8),
             error_message: opt(9),
@@ -176,7 +183,9 @@ pub fn decode_rows(data: &[u8], file: &str) -> Result<Vec<ReportRow>> {
     flate2::read::GzDecoder::new(data)
         .read_to_end(&mut text)
         .map_err(|e| Error::input(file, format!("not a gzip report file: {e}")))?;
-    let mut r = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_slice());
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(text.as_slice());
     let mut rows = Vec::new();
     for (i, rec) in r.records().enumerate() {
         let rec = rec.map_err(|e| Error::input(format!("{file}:{}", i + 2), e.to_string()))?;
@@ -239,7 +248,9 @@ impl ReportLocation {
             },
             ..Default::default()
         };
-        self.store.put(&self.job_key(&job.job_id), Bytes::from(body), &opts).await?;
+        self.store
+            .put(&self.job_key(&job.job_id), Bytes::from(body), &opts)
+            .await?;
         Ok(())
     }
 
@@ -250,9 +261,12 @@ impl ReportLocation {
             return Ok(None);
         }
         let data = self.read_all(&key).await?;
-        serde_json::from_slice(&data)
-            .map(Some)
-            .map_err(|e| Error::input(format!("{}{key}", self.store.describe()), format!("bad job record: {e}")))
+        serde_json::from_slice(&data).map(Some).map_err(|e| {
+            Error::input(
+                format!("{}{key}", self.store.describe()),
+                format!("bad job record: {e}"),
+            )
+        })
     }
 
     /// Every job id that has a record, newest last by `started_at`.
@@ -327,7 +341,9 @@ pub async fn open_report_location(cfg: &crate::config::Config) -> Result<Option<
     };
     let location = crate::location::Location::parse(text, "report.location")?;
     let client = match location {
-        crate::location::Location::S3 { .. } => Some(crate::clients::s3_client(&cfg.aws.copy).await),
+        crate::location::Location::S3 { .. } => {
+            Some(crate::clients::s3_client(&cfg.aws.copy).await)
+        }
         crate::location::Location::Dir { .. } => None,
     };
     let store = crate::store::open::open_store(&location.container(), client, true).await?;
@@ -370,9 +386,14 @@ pub struct ReporterTask {
 impl ReporterTask {
     /// Wait until every recorded row is written; returns the number of files written.
     pub async fn finish(self) -> Result<u64> {
-        self.handle
-            .await
-            .map_err(|e| Error::new(ErrorKind::Permanent, "ReportWriter", "report", e.to_string()))?
+        self.handle.await.map_err(|e| {
+            Error::new(
+                ErrorKind::Permanent,
+                "ReportWriter",
+                "report",
+                e.to_string(),
+            )
+        })?
     }
 }
 
@@ -385,7 +406,13 @@ impl Reporter {
         flush_interval: Duration,
     ) -> (Reporter, ReporterTask) {
         let (tx, rx) = mpsc::channel(flush_rows.max(1) * 2);
-        let handle = tokio::spawn(write_loop(location, executor_id, flush_rows.max(1), flush_interval, rx));
+        let handle = tokio::spawn(write_loop(
+            location,
+            executor_id,
+            flush_rows.max(1),
+            flush_interval,
+            rx,
+        ));
         (Reporter { tx }, ReporterTask { handle })
     }
 
@@ -434,12 +461,18 @@ async fn write_loop(
             let put = || async { loc.store.put(&key, body.clone(), &opts).await };
             use backon::Retryable;
             match put
-                .retry(backon::ExponentialBuilder::default().with_jitter().with_max_times(5))
+                .retry(
+                    backon::ExponentialBuilder::default()
+                        .with_jitter()
+                        .with_max_times(5),
+                )
                 .when(|e: &Error| e.kind.is_retryable())
                 .await
             {
                 Ok(_) => files += 1,
-                Err(e) => tracing::error!(error = %e, rows = rows.len(), key, "could not write a report file"),
+                Err(e) => {
+                    tracing::error!(error = %e, rows = rows.len(), key, "could not write a report file")
+                }
             }
         }
         count = 0;
@@ -497,19 +530,29 @@ fn key_hash(row: &ReportRow) -> u64 {
 impl Aggregator {
     /// `keep_failed`: remember failed rows (for a failures manifest).
     pub fn new(keep_failed: bool) -> Self {
-        Aggregator { keep_failed, ..Default::default() }
+        Aggregator {
+            keep_failed,
+            ..Default::default()
+        }
     }
 
     /// Add one row.
     pub fn add(&mut self, row: ReportRow) {
         self.rows += 1;
-        self.first = Some(self.first.map_or(row.finished_at, |f| f.min(row.finished_at)));
-        self.last = Some(self.last.map_or(row.finished_at, |f| f.max(row.finished_at)));
+        self.first = Some(
+            self.first
+                .map_or(row.finished_at, |f| f.min(row.finished_at)),
+        );
+        self.last = Some(
+            self.last
+                .map_or(row.finished_at, |f| f.max(row.finished_at)),
+        );
         let ts = row.finished_at.timestamp_micros();
         let h = key_hash(&row);
         let newer = self.latest.get(&h).is_none_or(|(t, _, _)| ts >= *t);
         if newer {
-            self.latest.insert(h, (ts, row.outcome, row.size.unwrap_or(0)));
+            self.latest
+                .insert(h, (ts, row.outcome, row.size.unwrap_or(0)));
         }
         if self.keep_failed && row.outcome == Outcome::Failed {
             self.failed_rows.push(row);
@@ -545,7 +588,9 @@ impl Aggregator {
         };
         for (_, outcome, size) in self.latest.values() {
             s.total += 1;
-            *s.by_outcome.entry(outcome.as_str().to_string()).or_default() += 1;
+            *s.by_outcome
+                .entry(outcome.as_str().to_string())
+                .or_default() += 1;
             match outcome {
                 Outcome::Copied | Outcome::TagsUpdated | Outcome::Verified => {
                     s.succeeded += 1;
@@ -559,10 +604,9 @@ impl Aggregator {
         let mut keep = Vec::with_capacity(self.failed_rows.len());
         for row in &self.failed_rows {
             let h = key_hash(row);
-            let still_failed = self
-                .latest
-                .get(&h)
-                .is_some_and(|(t, o, _)| *o == Outcome::Failed && *t == row.finished_at.timestamp_micros());
+            let still_failed = self.latest.get(&h).is_some_and(|(t, o, _)| {
+                *o == Outcome::Failed && *t == row.finished_at.timestamp_micros()
+            });
             if still_failed {
                 let class = row.error_class.clone().unwrap_or_else(|| "Unknown".into());
                 let fc = s.failures.entry(class).or_default();
@@ -637,7 +681,10 @@ mod tests {
 
     #[test]
     fn rows_round_trip_through_gzip_csv() {
-        let rows = vec![row("a b,c", Outcome::Copied, 1), row("ü/\"x\"", Outcome::Failed, 2)];
+        let rows = vec![
+            row("a b,c", Outcome::Copied, 1),
+            row("ü/\"x\"", Outcome::Failed, 2),
+        ];
         assert_eq!(decode_rows(&encode_rows(&rows), "f").unwrap(), rows);
         let e = decode_rows(b"nope", "some/file.csv.gz").unwrap_err();
         assert!(e.to_string().contains("some/file.csv.gz"));
@@ -652,7 +699,10 @@ mod tests {
         a.add(row("k3", Outcome::SkippedIdentical, 3));
         a.add(row("k4", Outcome::SourceMissing, 3));
         let (s, failed) = a.finish();
-        assert_eq!((s.total, s.succeeded, s.failed, s.skipped, s.source_missing), (4, 1, 1, 1, 1));
+        assert_eq!(
+            (s.total, s.succeeded, s.failed, s.skipped, s.source_missing),
+            (4, 1, 1, 1, 1)
+        );
         assert_eq!(s.rows, 5);
         assert_eq!(s.bytes, 10);
         assert_eq!(failed.len(), 1);

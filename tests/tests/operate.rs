@@ -19,7 +19,7 @@ use common::queue::{Outgoing, Received, WorkQueue, MAX_MESSAGE_BYTES};
 use common::report::{encode_rows, JobRecord, Outcome, ReportLocation, ReportRow};
 use common::store::dir::DirStore;
 use common::store::s3::S3Store;
-use common::store::{ObjectStore, PutOptions};
+use common::store::PutOptions;
 use serde_json::Value;
 use testsupport::runs::{run_bin, Run, Sandbox};
 
@@ -38,8 +38,10 @@ struct Local {
 async fn local(queue_num: usize) -> Local {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queues.db");
-    let mut cfg = Config::default();
-    cfg.queue = QueueBackend::Local(path.clone());
+    let mut cfg = Config {
+        queue: QueueBackend::Local(path.clone()),
+        ..Config::default()
+    };
     cfg.sqs.queue_num = queue_num;
     let svc = LocalService::open(&path).unwrap();
     init(&svc, &cfg).await.unwrap();
