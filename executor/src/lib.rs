@@ -30,6 +30,8 @@ pub use worker::{KeyDone, KeyWorker, RunStats, Settings, StopReason};
 pub const EMPTY_CHECK_INTERVAL: Duration = Duration::from_secs(3);
 /// Interval of the throughput log line.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest receive wait with `--until-empty`: polls always finish, so this bounds the exit delay.
+pub const UNTIL_EMPTY_WAIT: Duration = Duration::from_secs(2);
 
 /// Run the executor until `shutdown` is cancelled (SIGTERM/SIGINT in `main`) or, with
 /// `--until-empty`, until its queues are empty. Errors only on bad flags/config or
@@ -77,7 +79,14 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<RunSta
         concurrency: cfg.migration.concurrency,
         max_receive_num: cfg.sqs.max_receive_num,
         receivers: 0,
-        wait: cfg.sqs.receive_message_wait_time,
+        // Long polls are always allowed to finish (a poll abandoned mid-flight can
+        // swallow a message until its visibility timeout), so with --until-empty
+        // they are kept short: the exit then follows the empty queues within ~2 s.
+        wait: if cli.until_empty {
+            cfg.sqs.receive_message_wait_time.min(UNTIL_EMPTY_WAIT)
+        } else {
+            cfg.sqs.receive_message_wait_time
+        },
         visibility: cfg.sqs.visibility_timeout,
         sleep_after_empty: cli.sleep(),
         grace: cli.grace(),
@@ -195,8 +204,12 @@ pub fn summary_line(s: &RunStats) -> String {
 /// calls [`transfer::process_key`].
 pub struct TransferWorker {
     opts: TransferOptions,
-    target_client: aws_sdk_s3::Client,
-    source_client: aws_sdk_s3::Client,
+    /// Clients are built on first use, so a run between directories never
+    /// touches AWS configuration (no region or IMDS lookups).
+    target_client: tokio::sync::OnceCell<aws_sdk_s3::Client>,
+    source_client: tokio::sync::OnceCell<aws_sdk_s3::Client>,
+    copy_section: common::config::AwsSection,
+    source_section: common::config::AwsSection,
     /// The source is read with `aws.copy_source` (downup/check with that section set).
     separate_source: bool,
     ends: Mutex<HashMap<(String, String), Arc<Endpoints>>>,
@@ -221,19 +234,19 @@ pub fn copy_source_is_set(cfg: &Config) -> bool {
 }
 
 impl TransferWorker {
-    /// Build the clients the mode needs (no network call).
+    /// Prepare the worker; S3 clients are built when a message first needs one.
     pub async fn new(cfg: &Config, cli: &Cli) -> Self {
         let separate_source = cli.mode != Mode::Copy && copy_source_is_set(cfg);
-        let target_client = common::clients::s3_client(&cfg.aws.copy).await;
-        let source_client = if separate_source {
-            common::clients::s3_client(&cfg.aws.copy_source).await
-        } else {
-            target_client.clone()
-        };
         TransferWorker {
             opts: transfer_options(cfg, cli),
-            target_client,
-            source_client,
+            target_client: tokio::sync::OnceCell::new(),
+            source_client: tokio::sync::OnceCell::new(),
+            copy_section: cfg.aws.copy.clone(),
+            source_section: if separate_source {
+                cfg.aws.copy_source.clone()
+            } else {
+                cfg.aws.copy.clone()
+            },
             separate_source,
             ends: Mutex::new(HashMap::new()),
         }
@@ -250,12 +263,28 @@ impl TransferWorker {
             (&source, &target),
             (Location::S3 { .. }, Location::S3 { .. })
         );
-        let source_store: Arc<dyn ObjectStore> =
-            open_store(&source, Some(self.source_client.clone()), false).await?;
+        let source_client = match source {
+            Location::S3 { .. } => Some(
+                self.source_client
+                    .get_or_init(|| common::clients::s3_client(&self.source_section))
+                    .await
+                    .clone(),
+            ),
+            Location::Dir { .. } => None,
+        };
+        let target_client = match target {
+            Location::S3 { .. } => Some(
+                self.target_client
+                    .get_or_init(|| common::clients::s3_client(&self.copy_section))
+                    .await
+                    .clone(),
+            ),
+            Location::Dir { .. } => None,
+        };
+        let source_store: Arc<dyn ObjectStore> = open_store(&source, source_client, false).await?;
         // A missing target directory is created for writing, never for checking.
         let create = self.opts.mode != Mode::Check;
-        let target_store: Arc<dyn ObjectStore> =
-            open_store(&target, Some(self.target_client.clone()), create).await?;
+        let target_store: Arc<dyn ObjectStore> = open_store(&target, target_client, create).await?;
         let ends = Arc::new(Endpoints {
             source: source_store,
             target: target_store,
