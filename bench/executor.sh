@@ -35,7 +35,8 @@ start_s3() {
   S3PID=$!; PIDS+=($S3PID)
   wait_for_port "$S3PORT"
 }
-stop_s3() { kill "$S3PID" 2>/dev/null || true; wait "$S3PID" 2>/dev/null || true; }
+S3PID=""
+stop_s3() { [ -n "$S3PID" ] || return 0; kill "$S3PID" 2>/dev/null || true; wait "$S3PID" 2>/dev/null || true; }
 .venv/bin/moto_server -H 127.0.0.1 -p "$SQSPORT" >"$WORK/moto.log" 2>&1 &
 PIDS+=($!)
 wait_for_port "$SQSPORT"
@@ -63,7 +64,7 @@ PY
 
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round: fresh s3s-fs data dir, $N x 1 KiB objects"
-  stop_s3 2>/dev/null || true; start_s3 "r$round"
+  stop_s3; start_s3 "r$round"
   "$BIN/put-objects" --endpoint "$S3URL" --access-key $AK --secret-key $SK --bucket src \
     --also-create dst-raw --also-create dst-ours --also-create dst-rclone --also-create dst-s3sync \
     --count "$N" --size 1024 --concurrency 64
@@ -105,7 +106,8 @@ echo "== multipart copy: one 1 GiB object, 64 MiB parts (UploadPartCopy)"
 /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" "$BIN/executor" --mode copy --until-empty --acl none \
   --multipart-threshold 64MiB --part-size 64MiB >"$WORK/mp.out" 2>&1
 read -r wall user sys rss <"$WORK/time"
-python3 -c "print(f'multipart copy: 1024 MiB in {$wall:.2f} s = {1024/$wall:.0f} MB/s (whole process, incl. queue wait)')"
+python3 -c "print(f'multipart copy: 1024 MiB, whole process {$wall:.2f} s')"
+grep -h "busy" "$WORK/mp.out" | tail -1 | sed 's/^/  /' || true
 
 echo "== downup memory: 512 MiB object, concurrency 2, part size 8 MiB (bound 16 MiB + constant)"
 "$BIN/put-objects" --endpoint "$S3URL" --access-key $AK --secret-key $SK --bucket dusrc --also-create dudst \
@@ -114,10 +116,11 @@ echo "== downup memory: 512 MiB object, concurrency 2, part size 8 MiB (bound 16
 /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" "$BIN/executor" --mode downup --until-empty --acl none \
   --concurrency 2 --multipart-threshold 8MiB --part-size 8MiB >"$WORK/du.out" 2>&1
 read -r wall user sys rss <"$WORK/time"
-python3 -c "print(f'downup: 512 MiB in {$wall:.2f} s, peak RSS {$rss/1024:.1f} MiB (memory bound 2 x 8 MiB = 16 MiB + constant)')"
+python3 -c "print(f'downup: 512 MiB, whole process {$wall:.2f} s, peak RSS {$rss/1024:.1f} MiB (memory bound 2 x 8 MiB = 16 MiB + constant)')"
+grep -h "busy" "$WORK/du.out" | tail -1 | sed 's/^/  /' || true
 
 echo
 echo "== small-object copy, $N x 1 KiB, whole processes (wall time includes start-up and, for the executor, the --until-empty idle check)"
 printf '%-22s %7s %8s %10s %12s %9s\n' tool objects wall_s objects/s cpu_ms/obj rss_MiB
 cat "$RESULTS"
-grep -h "objects/s" "$WORK/executor(copy).out" 2>/dev/null | tail -1 | sed 's/^/executor log: /' || true
+grep -h "busy" "$WORK/executor(copy).out" | tail -1 | sed "s/^/executor summary: /" || true

@@ -27,7 +27,7 @@ pub use cli::Cli;
 pub use worker::{KeyDone, KeyWorker, RunStats, Settings, StopReason};
 
 /// Interval of the `--until-empty` emptiness checks (two in a row end the run).
-pub const EMPTY_CHECK_INTERVAL: Duration = Duration::from_secs(3);
+pub const EMPTY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Interval of the throughput log line.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest receive wait with `--until-empty`: polls always finish, so this bounds the exit delay.
@@ -194,8 +194,18 @@ pub fn summary_line(s: &RunStats) -> String {
             .collect();
         format!(" ({})", parts.join(", "))
     };
+    let secs = s.busy.as_secs_f64();
+    let rate = if secs > 0.0 {
+        format!(
+            "; busy {secs:.2} s: {:.0} objects/s, {:.1} MB/s",
+            s.keys as f64 / secs,
+            s.bytes as f64 / secs / 1e6
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "executor: {why}: {} keys{outcomes}, {} failed, {} bytes; messages: {} done, {} returned, {} bad, {} parked in DLQ",
+        "executor: {why}: {} keys{outcomes}, {} failed, {} bytes; messages: {} done, {} returned, {} bad, {} parked in DLQ{rate}",
         s.keys, s.failed, s.bytes, s.messages_done, s.messages_returned, s.bad_messages, s.dlq_messages
     )
 }

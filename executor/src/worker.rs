@@ -148,6 +148,9 @@ pub struct RunStats {
     pub held: u64,
     /// Why the loop stopped.
     pub stopped_by: StopReason,
+    /// From the first message received to the last key finished: the time the
+    /// executor was working, without start-up or the `--until-empty` idle checks.
+    pub busy: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -160,6 +163,8 @@ struct Counters {
     messages_returned: AtomicU64,
     bad_messages: AtomicU64,
     dlq_messages: AtomicU64,
+    /// First message received and last key finished: the busy span the summary reports.
+    span: Mutex<(Option<std::time::Instant>, Option<std::time::Instant>)>,
 }
 
 struct Held {
@@ -437,6 +442,10 @@ impl Shared {
 
     /// Decode a received message, account for its keys and start its tracker.
     fn dispatch(self: Arc<Self>, queue: Arc<dyn WorkQueue>, msg: Received, done: mpsc::Sender<()>) {
+        {
+            let mut span = self.counters.span.lock().expect("span lock");
+            span.0.get_or_insert_with(std::time::Instant::now);
+        }
         let decoded = message::decode(&msg.body);
         if let Ok(batch) = &decoded {
             self.outstanding
@@ -653,6 +662,7 @@ impl Shared {
     ) {
         let c = &self.counters;
         c.keys.fetch_add(1, Ordering::Relaxed);
+        c.span.lock().expect("span lock").1 = Some(std::time::Instant::now());
         let mode = self.settings.mode.as_str();
         let prior = item.failure.as_ref().map_or(0, |f| f.attempts);
         let (outcome, class, text, bytes) = match result {
@@ -731,6 +741,10 @@ impl Shared {
             dlq_messages: c.dlq_messages.load(Ordering::Relaxed),
             held: self.held.lock().expect("held lock").len() as u64,
             stopped_by,
+            busy: match *c.span.lock().expect("span lock") {
+                (Some(first), Some(last)) => last.saturating_duration_since(first),
+                _ => Duration::ZERO,
+            },
         }
     }
 }
