@@ -426,6 +426,7 @@ fn write_atomically(
         let _ = fs::remove_file(&tmp);
     } else {
         sync_dir(parent);
+        remove_leftovers(parent, name);
     }
     result
 }
@@ -732,6 +733,9 @@ impl ObjectStore for DirStore {
             fs::rename(&tmp, &final_path)
                 .map_err(|e| io_error(e, &subject, "cannot rename into place"))?;
             sync_dir(&parent);
+            if let Some(name) = final_path.file_name().and_then(|n| n.to_str()) {
+                remove_leftovers(&parent, name);
+            }
             Ok(())
         })
         .await?;
@@ -957,6 +961,28 @@ fn open_upload(root: &Path, rel: &Path, id: &str, subject: &str) -> Result<(Path
     match fs::symlink_metadata(parent.join(format!("{prefix}meta"))) {
         Ok(m) if m.is_file() => Ok((parent, prefix)),
         _ => Err(no_such()),
+    }
+}
+
+/// After a write of `final_name` succeeded, remove what earlier writers of the
+/// same name left behind when they were killed (temp files, part files of
+/// uploads that never completed): the object they were writing is now in place.
+/// A writer of the same name still running at this moment (a duplicate delivery)
+/// loses its temp files, fails and retries onto the same content; names longer
+/// than the kept prefix share it, with the same harmless effect.
+fn remove_leftovers(parent: &Path, final_name: &str) {
+    let base = truncated(final_name);
+    let tmp = format!(".{base}{TMP_MARK}");
+    let part = format!(".{base}{PART_MARK}");
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(&tmp) || name.starts_with(&part) {
+            let _ = fs::remove_file(e.path());
+        }
     }
 }
 
