@@ -633,8 +633,20 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .key(key)
             .send()
-            .await
-            .map_err(|e| map_sdk_error(e, &subject))?;
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                let e = map_sdk_error(e, &subject);
+                // S3-compatible stores without tagging (e.g. 501 NotImplemented):
+                // the object has no tags we could read or copy.
+                if e.class == "NotImplemented" || e.class == "Http501" {
+                    tracing::debug!(subject, "the store does not implement tagging: no tags");
+                    return Ok(None);
+                }
+                return Err(e);
+            }
+        };
         Ok(Some(
             out.tag_set()
                 .iter()
