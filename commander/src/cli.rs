@@ -42,13 +42,24 @@ pub enum Command {
 #[derive(Args, Debug, Clone, Default)]
 pub struct RunArgs {
     /// Source: bucket, s3://bucket/prefix or a local directory (required unless a manifest gives it)
-    #[arg(short = 's', long, value_name = "BUCKET|s3://BUCKET/PREFIX|DIR", help_heading = "Source")]
+    #[arg(
+        short = 's',
+        long,
+        value_name = "BUCKET|s3://BUCKET/PREFIX|DIR",
+        help_heading = "Source"
+    )]
     pub source_bucket: Option<String>,
     /// Only keys under this prefix (must agree with a prefix given in -s)
     #[arg(short = 'p', long, value_name = "PREFIX", help_heading = "Source")]
     pub prefix: Option<String>,
     /// S3 Inventory manifest: s3://bucket/…/manifest.json, an s3:// prefix (newest manifest under it), a local file or directory
-    #[arg(short = 'm', long, value_name = "PATH", help_heading = "Source", conflicts_with = "csv_manifest")]
+    #[arg(
+        short = 'm',
+        long,
+        value_name = "PATH",
+        help_heading = "Source",
+        conflicts_with = "csv_manifest"
+    )]
     pub manifest_path: Option<String>,
     /// S3 Batch Operations CSV manifest (bucket,key[,version_id], keys URL-encoded): a local path or s3://bucket/key
     #[arg(long, value_name = "PATH|s3://BUCKET/KEY", help_heading = "Source")]
@@ -58,7 +69,13 @@ pub struct RunArgs {
     pub start_after: Option<String>,
 
     /// Target: bucket, s3://bucket/prefix or a local directory
-    #[arg(short = 't', long, required = true, value_name = "BUCKET|s3://BUCKET/PREFIX|DIR", help_heading = "Target")]
+    #[arg(
+        short = 't',
+        long,
+        required = true,
+        value_name = "BUCKET|s3://BUCKET/PREFIX|DIR",
+        help_heading = "Target"
+    )]
     pub target_bucket: Option<String>,
     /// Replace the source prefix (-p) by this one in target keys (same as a prefix in -t)
     #[arg(long, value_name = "PREFIX", help_heading = "Target")]
@@ -83,7 +100,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "TIME", help_heading = "Filters")]
     pub not_modified_since: Option<String>,
     /// Keep objects whose owner id or display name is this (ListObjectsV2 only)
-    #[arg(long, value_name = "OWNER", help_heading = "Filters", conflicts_with = "no_owner")]
+    #[arg(
+        long,
+        value_name = "OWNER",
+        help_heading = "Filters",
+        conflicts_with = "no_owner"
+    )]
     pub owner: Option<String>,
     /// Keep objects whose owner is not this (ListObjectsV2 only)
     #[arg(long, value_name = "OWNER", help_heading = "Filters")]
@@ -137,10 +159,13 @@ mod tests {
     #[test]
     fn seed_flags_parse() {
         let cli = parse(&[
-            "-c", "cfg.yml", "run", "-s", "src", "-t", "dst", "-p", "a/", "-b", "100", "--owner", "me",
+            "-c", "cfg.yml", "run", "-s", "src", "-t", "dst", "-p", "a/", "-b", "100", "--owner",
+            "me",
         ])
         .unwrap();
-        let Command::Run(r) = cli.command else { panic!("run expected") };
+        let Command::Run(r) = cli.command else {
+            panic!("run expected")
+        };
         assert_eq!(r.source_bucket.as_deref(), Some("src"));
         assert_eq!(r.target_bucket.as_deref(), Some("dst"));
         assert_eq!(r.prefix.as_deref(), Some("a/"));
@@ -148,9 +173,27 @@ mod tests {
         assert_eq!(r.owner.as_deref(), Some("me"));
         assert_eq!(cli.global.config_file, Some(PathBuf::from("cfg.yml")));
         // The seed's command name still works.
-        assert!(matches!(parse(&["commander", "-m", "s3://i/m/", "-t", "d"]).unwrap().command, Command::Run(_)));
-        let cli = parse(&["run", "-t", "d", "-s", "s", "--include", "*.a", "--include", "*.b"]).unwrap();
-        let Command::Run(r) = cli.command else { panic!() };
+        assert!(matches!(
+            parse(&["commander", "-m", "s3://i/m/", "-t", "d"])
+                .unwrap()
+                .command,
+            Command::Run(_)
+        ));
+        let cli = parse(&[
+            "run",
+            "-t",
+            "d",
+            "-s",
+            "s",
+            "--include",
+            "*.a",
+            "--include",
+            "*.b",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!()
+        };
         assert_eq!(r.include, ["*.a", "*.b"]);
     }
 
@@ -160,7 +203,18 @@ mod tests {
         assert!(e.to_string().contains("--target-bucket"), "{e}");
         let e = parse(&["run", "-t", "d", "-m", "m.json", "--csv-manifest", "x.csv"]).unwrap_err();
         assert!(e.to_string().contains("--csv-manifest"), "{e}");
-        let e = parse(&["run", "-t", "d", "-s", "s", "--owner", "a", "--no-owner", "b"]).unwrap_err();
+        let e = parse(&[
+            "run",
+            "-t",
+            "d",
+            "-s",
+            "s",
+            "--owner",
+            "a",
+            "--no-owner",
+            "b",
+        ])
+        .unwrap_err();
         assert!(e.to_string().contains("--no-owner"), "{e}");
     }
 }

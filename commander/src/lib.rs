@@ -41,7 +41,11 @@ pub const EXIT_FAILED: u8 = 1;
 pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     common::config::apply_dotenv_to_process(cli.global.env_file.as_deref())?;
     let flags: Vec<(&str, Option<String>, &str)> = match &cli.command {
-        Command::Run(r) => vec![("migration.batch_num", r.batch_num.map(|n| n.to_string()), "--batch-num")],
+        Command::Run(r) => vec![(
+            "migration.batch_num",
+            r.batch_num.map(|n| n.to_string()),
+            "--batch-num",
+        )],
         _ => Vec::new(),
     };
     let cfg = Config::load(&cli.global, &flags)?;
@@ -92,7 +96,9 @@ pub fn job_id(given: Option<&str>) -> common::Result<String> {
         Some(id) => {
             let ok = !id.is_empty()
                 && id.len() <= 128
-                && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if ok {
                 Ok(id.to_string())
             } else {
@@ -104,29 +110,44 @@ pub fn job_id(given: Option<&str>) -> common::Result<String> {
         }
         None => {
             let hex = uuid::Uuid::new_v4().simple().to_string();
-            Ok(format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), &hex[..8]))
+            Ok(format!(
+                "{}-{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+                &hex[..8]
+            ))
         }
     }
 }
 
 /// `commander run`.
-async fn run_job(cfg: &Config, args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+async fn run_job(
+    cfg: &Config,
+    args: RunArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let job_id = job_id(args.job_id.as_deref())?;
     let plan = source::plan(cfg, &args).await?;
     let queue_names = cfg.queue_names();
-    let sink = if args.dry_run {
-        Sink::DryRun(queue_names.clone())
+    let (sink, records) = if args.dry_run {
+        (Sink::DryRun(queue_names.clone()), None)
     } else {
         let svc = open_service(cfg).await?;
         let set = QueueSet::open(svc.as_ref(), cfg).await?;
-        Sink::Queues(set.work)
+        (
+            Sink::Queues(set.work),
+            common::report::open_report_location(cfg).await?,
+        )
     };
     if args.json {
         eprintln!("job {job_id}");
     } else {
         println!("job {job_id}");
     }
+    let record = match &records {
+        Some(loc) => Some(start_record(loc, &job_id, &plan).await),
+        None => None,
+    };
     tracing::info!(job_id = %job_id, source = %plan.describe, target = %plan.target, kind = plan.kind.name(), dry_run = args.dry_run, "run starting");
 
     // Manifests are checked whole (checksums, every row) before anything is
@@ -136,13 +157,29 @@ async fn run_job(cfg: &Config, args: RunArgs, shutdown: CancellationToken) -> an
         match &plan.kind {
             SourceKind::Inventory { inventory, .. } => {
                 let rows = inventory
-                    .for_each(Arc::new(plan.selector.with_fresh_counts()), None, Arc::new(|_| Ok(())))
+                    .for_each(
+                        Arc::new(plan.selector.with_fresh_counts()),
+                        None,
+                        Arc::new(|_| Ok(())),
+                    )
                     .await?;
-                tracing::info!(rows, files = inventory.manifest.files.len(), "inventory checked");
+                tracing::info!(
+                    rows,
+                    files = inventory.manifest.files.len(),
+                    "inventory checked"
+                );
             }
-            SourceKind::Csv { manifest, only_bucket } => {
+            SourceKind::Csv {
+                manifest,
+                only_bucket,
+            } => {
                 let rows = manifest
-                    .for_each(only_bucket.clone(), Arc::new(plan.selector.with_fresh_counts()), None, Arc::new(|_, _| Ok(())))
+                    .for_each(
+                        only_bucket.clone(),
+                        Arc::new(plan.selector.with_fresh_counts()),
+                        None,
+                        Arc::new(|_, _| Ok(())),
+                    )
                     .await?;
                 tracing::info!(rows, "CSV manifest checked");
             }
@@ -163,14 +200,32 @@ async fn run_job(cfg: &Config, args: RunArgs, shutdown: CancellationToken) -> an
     let progress = summary::spawn_progress(stats.clone(), counters.clone(), progress_stop.clone());
     let cancel = shutdown.child_token();
     let (kind, selector, st) = (plan.kind.clone(), plan.selector.clone(), stats.clone());
-    let outcome = pipeline::run(settings, sink, counters.clone(), cancel, move |tx, cancel| {
-        source_future(kind, selector, st, tx, cancel)
-    })
+    let outcome = pipeline::run(
+        settings,
+        sink,
+        counters.clone(),
+        cancel,
+        move |tx, cancel| source_future(kind, selector, st, tx, cancel),
+    )
     .await;
     progress_stop.cancel();
     let _ = progress.await;
 
-    // The job record for `commander status` is written here (a later issue).
+    if let (Some(loc), Some(mut rec)) = (&records, record) {
+        // What this run enqueued is added to the record: a resumed run given
+        // the same --job-id accumulates (keys sent twice count twice).
+        rec.finished_at = Some(chrono::Utc::now());
+        rec.objects += counters.keys_sent.load(Ordering::Relaxed);
+        rec.bytes += counters.bytes_sent.load(Ordering::Relaxed);
+        rec.messages += counters.messages_sent.load(Ordering::Relaxed);
+        for (q, n) in queue_names.iter().zip(&counters.per_queue) {
+            *rec.per_queue.entry(q.clone()).or_insert(0) += n.load(Ordering::Relaxed);
+        }
+        for (f, n) in plan.selector.counts.snapshot().nonzero() {
+            *rec.skipped.entry(f.to_string()).or_insert(0) += n;
+        }
+        write_record(loc, &rec).await;
+    }
 
     let elapsed = started.elapsed().as_secs_f64();
     let objects = counters.keys_sent.load(Ordering::Relaxed);
@@ -195,7 +250,10 @@ async fn run_job(cfg: &Config, args: RunArgs, shutdown: CancellationToken) -> an
         queues: queue_names
             .iter()
             .zip(&counters.per_queue)
-            .map(|(q, n)| QueueCount { queue: q.clone(), messages: n.load(Ordering::Relaxed) })
+            .map(|(q, n)| QueueCount {
+                queue: q.clone(),
+                messages: n.load(Ordering::Relaxed),
+            })
             .collect(),
         skipped: plan.selector.counts.snapshot(),
         elapsed_seconds: elapsed,
@@ -204,20 +262,28 @@ async fn run_job(cfg: &Config, args: RunArgs, shutdown: CancellationToken) -> an
         resume_start_after: resume.clone(),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary).context("summary to JSON")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).context("summary to JSON")?
+        );
     } else {
         print!("{}", summary.render_text());
     }
     let Some(error) = error else {
         return Ok(ExitCode::SUCCESS);
     };
+    let same_job = if args.job_id.is_some() {
+        String::new()
+    } else {
+        format!("--job-id {job_id} ")
+    };
     let hint = match &resume {
         _ if objects == 0 || args.dry_run => "nothing was sent: fix the problem and run the same command again".to_string(),
         Some(r) if !r.is_empty() => format!(
-            "to resume, re-run the same command with --start-after {} (keys after it that were already sent are sent again; executors skip identical objects)",
+            "to resume, re-run the same command with {same_job}--start-after {} (keys after it that were already sent are sent again; executors skip identical objects)",
             shell_quote(r)
         ),
-        _ => "to resume, re-run the same command (keys already sent are sent again; executors skip identical objects)".to_string(),
+        _ => format!("to resume, re-run the same command {same_job}(keys already sent are sent again; executors skip identical objects)"),
     };
     if objects == 0 || args.dry_run {
         eprintln!("error: {error}\n{hint}");
@@ -231,6 +297,46 @@ async fn run_job(cfg: &Config, args: RunArgs, shutdown: CancellationToken) -> an
     Ok(ExitCode::from(EXIT_FAILED))
 }
 
+/// The job's record at the start of a run: the existing one when this job id
+/// already has one (a resumed run), else a fresh one (written now, so
+/// `commander status` shows the job while it is listed).
+async fn start_record(
+    loc: &common::report::ReportLocation,
+    job_id: &str,
+    plan: &source::Plan,
+) -> common::report::JobRecord {
+    let existing = match loc.read_job(job_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "cannot read the job record; starting a new one");
+            None
+        }
+    };
+    let mut rec = existing.unwrap_or_else(|| common::report::JobRecord {
+        job_id: job_id.to_string(),
+        source: plan.describe.clone(),
+        target: plan.target.clone(),
+        started_at: chrono::Utc::now(),
+        finished_at: None,
+        objects: 0,
+        bytes: 0,
+        messages: 0,
+        per_queue: Default::default(),
+        skipped: Default::default(),
+    });
+    rec.finished_at = None;
+    write_record(loc, &rec).await;
+    rec
+}
+
+/// Write the job record; a failure is a warning (the record only feeds
+/// `commander status`/`report`; the messages are what matter).
+async fn write_record(loc: &common::report::ReportLocation, rec: &common::report::JobRecord) {
+    if let Err(e) = loc.write_job(rec).await {
+        tracing::warn!(job_id = %rec.job_id, error = %e, "cannot write the job record");
+    }
+}
+
 async fn source_future(
     kind: SourceKind,
     selector: Arc<common::listing::Selector>,
@@ -239,12 +345,30 @@ async fn source_future(
     cancel: CancellationToken,
 ) -> SourceEnd {
     match kind {
-        SourceKind::List { store, opts, source } => {
-            let walk = Walk { opts, selector, source, stats };
+        SourceKind::List {
+            store,
+            opts,
+            source,
+        } => {
+            let walk = Walk {
+                opts,
+                selector,
+                source,
+                stats,
+            };
             list_parallel(store, walk, tx, cancel).await
         }
-        SourceKind::Inventory { inventory, source } => inventory.send(selector, source, stats, tx, cancel).await,
-        SourceKind::Csv { manifest, only_bucket } => manifest.send(only_bucket, selector, stats, tx, cancel).await,
+        SourceKind::Inventory { inventory, source } => {
+            inventory.send(selector, source, stats, tx, cancel).await
+        }
+        SourceKind::Csv {
+            manifest,
+            only_bucket,
+        } => {
+            manifest
+                .send(only_bucket, selector, stats, tx, cancel)
+                .await
+        }
     }
 }
 

@@ -154,10 +154,22 @@ where
     let interrupted = cancel.is_cancelled() && errors.is_empty();
     if interrupted && resume.is_empty() {
         // Cancelled after everything was sent: nothing to resume.
-        return Outcome { error: None, resume: None, interrupted: false };
+        return Outcome {
+            error: None,
+            resume: None,
+            interrupted: false,
+        };
     }
-    let resume = if resume.is_empty() { None } else { resume.into_iter().min() };
-    Outcome { error: errors.into_iter().next(), resume, interrupted }
+    let resume = if resume.is_empty() {
+        None
+    } else {
+        resume.into_iter().min()
+    };
+    Outcome {
+        error: errors.into_iter().next(),
+        resume,
+        interrupted,
+    }
 }
 
 fn panic_error(what: &str, e: tokio::task::JoinError) -> Error {
@@ -183,7 +195,10 @@ async fn batcher(
     cancel: CancellationToken,
 ) -> BatcherEnd {
     let mut builders: HashMap<Arc<str>, BatchBuilder> = HashMap::new();
-    let mut end = BatcherEnd { error: None, unsent_min: None };
+    let mut end = BatcherEnd {
+        error: None,
+        unsent_min: None,
+    };
     let mut stopped = false;
     while let Some(found) = rx.recv().await {
         if stopped || cancel.is_cancelled() {
@@ -192,7 +207,13 @@ async fn batcher(
             continue;
         }
         let builder = builders.entry(found.source.clone()).or_insert_with(|| {
-            BatchBuilder::new(&s.job_id, &found.source, &s.target, s.batch_num, s.max_message_bytes)
+            BatchBuilder::new(
+                &s.job_id,
+                &found.source,
+                &s.target,
+                s.batch_num,
+                s.max_message_bytes,
+            )
         });
         if let Some(batch) = builder.push(found.item) {
             if let Err(e) = forward(&s, batch, &tx, &cancel, &mut end).await {
@@ -229,7 +250,13 @@ async fn forward(
     cancel: &CancellationToken,
     end: &mut BatcherEnd,
 ) -> Result<(), Option<Error>> {
-    let min_key = batch.keys.iter().map(|k| k.key.as_str()).min().unwrap_or_default().to_string();
+    let min_key = batch
+        .keys
+        .iter()
+        .map(|k| k.key.as_str())
+        .min()
+        .unwrap_or_default()
+        .to_string();
     let enc = Encoded {
         body: encode(&batch),
         keys: batch.keys.len() as u64,
@@ -314,7 +341,10 @@ async fn sender(
         let result = match &sink {
             Sink::DryRun(_) => Ok(()),
             Sink::Queues(queues) => {
-                let msgs: Vec<Outgoing> = group.iter().map(|m| Outgoing::body(m.body.clone())).collect();
+                let msgs: Vec<Outgoing> = group
+                    .iter()
+                    .map(|m| Outgoing::body(m.body.clone()))
+                    .collect();
                 common::queue::set::send_all(queues[idx].as_ref(), msgs, max_bytes).await
             }
         };
@@ -324,7 +354,9 @@ async fn sender(
                 let bytes: u64 = group.iter().map(|m| m.bytes).sum();
                 counters.keys_sent.fetch_add(keys, Ordering::Relaxed);
                 counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-                counters.messages_sent.fetch_add(group.len() as u64, Ordering::Relaxed);
+                counters
+                    .messages_sent
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
                 counters.send_calls.fetch_add(1, Ordering::Relaxed);
                 if let Some(q) = counters.per_queue.get(idx) {
                     q.fetch_add(group.len() as u64, Ordering::Relaxed);
@@ -339,18 +371,27 @@ async fn sender(
                 let subject = names.get(idx).cloned().unwrap_or_default();
                 let message = format!("sending to queue `{subject}` failed: {}", e.message);
                 let error = Error::new(e.kind, e.class.clone(), subject, message).with_source(e);
-                return SenderEnd { error: Some(error), unsent_min };
+                return SenderEnd {
+                    error: Some(error),
+                    unsent_min,
+                };
             }
         }
     }
     let unsent_min = carry.map(|c| c.min_key);
-    SenderEnd { error: None, unsent_min }
+    SenderEnd {
+        error: None,
+        unsent_min,
+    }
 }
 
 impl Counters {
     /// Counters for these queues.
     pub fn for_queues(n: usize) -> Self {
-        Counters { per_queue: (0..n).map(|_| AtomicU64::new(0)).collect(), ..Counters::default() }
+        Counters {
+            per_queue: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            ..Counters::default()
+        }
     }
 }
 
@@ -362,42 +403,71 @@ mod tests {
     fn found(k: &str) -> Found {
         Found {
             source: Arc::from("s3://src"),
-            item: KeyItem { key: k.to_string(), size: Some(10), ..KeyItem::default() },
+            item: KeyItem {
+                key: k.to_string(),
+                size: Some(10),
+                ..KeyItem::default()
+            },
         }
     }
 
     fn settings(batch_num: usize, max: usize) -> Settings {
-        Settings { job_id: "j".into(), target: "s3://dst".into(), batch_num, max_message_bytes: max, senders: 3 }
+        Settings {
+            job_id: "j".into(),
+            target: "s3://dst".into(),
+            batch_num,
+            max_message_bytes: max,
+            senders: 3,
+        }
     }
 
     #[tokio::test]
     async fn dry_run_counts_every_key_and_spreads_calls() {
         let names: Vec<String> = (1..=3).map(|i| format!("q{i}")).collect();
         let counters = Arc::new(Counters::for_queues(3));
-        let out = run(settings(7, 256 * 1024), Sink::DryRun(names), counters.clone(), CancellationToken::new(), |tx, _| async move {
-            for i in 0..1000 {
-                tx.send(found(&format!("k{i:04}"))).await.unwrap();
-            }
-            SourceEnd::default()
-        })
+        let out = run(
+            settings(7, 256 * 1024),
+            Sink::DryRun(names),
+            counters.clone(),
+            CancellationToken::new(),
+            |tx, _| async move {
+                for i in 0..1000 {
+                    tx.send(found(&format!("k{i:04}"))).await.unwrap();
+                }
+                SourceEnd::default()
+            },
+        )
         .await;
         assert!(out.error.is_none() && out.resume.is_none(), "{out:?}");
         assert_eq!(counters.keys_sent.load(Ordering::Relaxed), 1000);
         assert_eq!(counters.bytes_sent.load(Ordering::Relaxed), 10_000);
         assert_eq!(counters.messages_sent.load(Ordering::Relaxed), 143);
-        let per: u64 = counters.per_queue.iter().map(|q| q.load(Ordering::Relaxed)).sum();
+        let per: u64 = counters
+            .per_queue
+            .iter()
+            .map(|q| q.load(Ordering::Relaxed))
+            .sum();
         assert_eq!(per, 143);
     }
 
     #[tokio::test]
     async fn a_source_error_keeps_what_was_listed_and_resumes_after_it() {
         let counters = Arc::new(Counters::for_queues(1));
-        let out = run(settings(10, 256 * 1024), Sink::DryRun(vec!["q".into()]), counters.clone(), CancellationToken::new(), |tx, _| async move {
-            for i in 0..25 {
-                tx.send(found(&format!("k{i:02}"))).await.unwrap();
-            }
-            SourceEnd { error: Some(Error::input("s3://src/p", "denied")), unfinished: Some(Some("k24".into())) }
-        })
+        let out = run(
+            settings(10, 256 * 1024),
+            Sink::DryRun(vec!["q".into()]),
+            counters.clone(),
+            CancellationToken::new(),
+            |tx, _| async move {
+                for i in 0..25 {
+                    tx.send(found(&format!("k{i:02}"))).await.unwrap();
+                }
+                SourceEnd {
+                    error: Some(Error::input("s3://src/p", "denied")),
+                    unfinished: Some(Some("k24".into())),
+                }
+            },
+        )
         .await;
         assert_eq!(counters.keys_sent.load(Ordering::Relaxed), 25);
         assert_eq!(out.resume, Some(Some("k24".to_string())));
@@ -407,17 +477,31 @@ mod tests {
     #[tokio::test]
     async fn a_message_over_the_limit_stops_with_the_key() {
         let counters = Arc::new(Counters::for_queues(1));
-        let out = run(settings(10, 200), Sink::DryRun(vec!["q".into()]), counters, CancellationToken::new(), |tx, cancel| async move {
-            let mut sent = 0;
-            for i in 0..5 {
-                if cancel.is_cancelled() || tx.send(found(&format!("{}{i}", "x".repeat(300)))).await.is_err() {
-                    break;
+        let out = run(
+            settings(10, 200),
+            Sink::DryRun(vec!["q".into()]),
+            counters,
+            CancellationToken::new(),
+            |tx, cancel| async move {
+                let mut sent = 0;
+                for i in 0..5 {
+                    if cancel.is_cancelled()
+                        || tx
+                            .send(found(&format!("{}{i}", "x".repeat(300))))
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                    sent += 1;
                 }
-                sent += 1;
-            }
-            let _ = sent;
-            SourceEnd { error: None, unfinished: Some(Some("zzz".into())) }
-        })
+                let _ = sent;
+                SourceEnd {
+                    error: None,
+                    unfinished: Some(Some("zzz".into())),
+                }
+            },
+        )
         .await;
         let e = out.error.expect("error");
         assert!(e.to_string().contains("sqs.max_message_bytes"), "{e}");

@@ -23,11 +23,21 @@ use crate::cli::RunArgs;
 #[derive(Debug, Clone)]
 pub enum SourceKind {
     /// Parallel ListObjectsV2 (or directory walk).
-    List { store: Arc<dyn ObjectStore>, opts: ListOptions, source: Arc<str> },
+    List {
+        store: Arc<dyn ObjectStore>,
+        opts: ListOptions,
+        source: Arc<str>,
+    },
     /// An S3 Inventory; every key comes from `source`.
-    Inventory { inventory: Box<Inventory>, source: Arc<str> },
+    Inventory {
+        inventory: Box<Inventory>,
+        source: Arc<str>,
+    },
     /// A CSV manifest; rows name their buckets (`only_bucket` when `-s` is given).
-    Csv { manifest: CsvManifest, only_bucket: Option<String> },
+    Csv {
+        manifest: CsvManifest,
+        only_bucket: Option<String>,
+    },
 }
 
 impl SourceKind {
@@ -71,8 +81,16 @@ pub fn filter_spec(args: &RunArgs, prefix: &str) -> Result<FilterSpec> {
         start_after: args.start_after.clone().filter(|s| !s.is_empty()),
         include: args.include.clone(),
         exclude: args.exclude.clone(),
-        min_size: args.min_size.as_deref().map(|s| parse_size(s, "--min-size")).transpose()?,
-        max_size: args.max_size.as_deref().map(|s| parse_size(s, "--max-size")).transpose()?,
+        min_size: args
+            .min_size
+            .as_deref()
+            .map(|s| parse_size(s, "--min-size"))
+            .transpose()?,
+        max_size: args
+            .max_size
+            .as_deref()
+            .map(|s| parse_size(s, "--max-size"))
+            .transpose()?,
         modified_since: args
             .modified_since
             .as_deref()
@@ -93,10 +111,12 @@ pub fn filter_spec(args: &RunArgs, prefix: &str) -> Result<FilterSpec> {
 
 /// Check the flags and open the source. Reads manifests (not data files).
 pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
-    let target_arg = args
-        .target_bucket
-        .as_deref()
-        .ok_or_else(|| Error::input("--target-bucket", "a target is required (-t BUCKET|s3://BUCKET/PREFIX|DIR)"))?;
+    let target_arg = args.target_bucket.as_deref().ok_or_else(|| {
+        Error::input(
+            "--target-bucket",
+            "a target is required (-t BUCKET|s3://BUCKET/PREFIX|DIR)",
+        )
+    })?;
     let target = Location::parse(target_arg, "--target-bucket")?;
     let source_loc = args
         .source_bucket
@@ -110,7 +130,12 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
         "--source-bucket",
     )?;
     let target_prefix = if args.target_prefix.is_some() || !target.prefix().is_empty() {
-        Some(agree(target.prefix(), args.target_prefix.as_deref(), "--target-prefix", "--target-bucket")?)
+        Some(agree(
+            target.prefix(),
+            args.target_prefix.as_deref(),
+            "--target-prefix",
+            "--target-bucket",
+        )?)
     } else {
         None
     };
@@ -145,13 +170,19 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
                 .container()
                 .to_string(),
         };
-        SourceKind::Inventory { inventory: Box::new(inventory), source: Arc::from(source) }
+        SourceKind::Inventory {
+            inventory: Box::new(inventory),
+            source: Arc::from(source),
+        }
     } else if let Some(c) = &args.csv_manifest {
         filter.require("a CSV manifest", false, false, false)?;
         let manifest = if c.starts_with("s3://") {
             let loc = Location::parse(c, "--csv-manifest")?;
             if loc.prefix().is_empty() || loc.prefix().ends_with('/') {
-                return Err(Error::input("--csv-manifest", format!("`{c}` names no object (s3://bucket/key)")));
+                return Err(Error::input(
+                    "--csv-manifest",
+                    format!("`{c}` names no object (s3://bucket/key)"),
+                ));
             }
             let client = common::clients::s3_client(&cfg.aws.inventory).await;
             let store = open_store(&loc, Some(client), false).await?;
@@ -172,7 +203,10 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
                 ))
             }
         };
-        SourceKind::Csv { manifest, only_bucket }
+        SourceKind::Csv {
+            manifest,
+            only_bucket,
+        }
     } else {
         let Some(src) = &source_loc else {
             return Err(Error::input(
@@ -199,11 +233,18 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
             fetch_owner: filter.needs_owner(),
             ..ListOptions::default()
         };
-        SourceKind::List { store, opts, source: Arc::from(src.container().to_string()) }
+        SourceKind::List {
+            store,
+            opts,
+            source: Arc::from(src.container().to_string()),
+        }
     };
 
     let describe = match &kind {
-        SourceKind::List { source, .. } => format!("{source}{}{prefix}", if prefix.is_empty() { "" } else { "/" }),
+        SourceKind::List { source, .. } => format!(
+            "{source}{}{prefix}",
+            if prefix.is_empty() { "" } else { "/" }
+        ),
         SourceKind::Inventory { inventory, .. } => inventory.manifest_name.clone(),
         SourceKind::Csv { manifest, .. } => manifest.name.clone(),
     };
@@ -218,7 +259,12 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
         }
     }
     let selector = Selector::new(filter, KeyMap::new(prefix, target_prefix));
-    Ok(Plan { kind, selector: Arc::new(selector), describe, target: target_container })
+    Ok(Plan {
+        kind,
+        selector: Arc::new(selector),
+        describe,
+        target: target_container,
+    })
 }
 
 #[cfg(test)]
@@ -276,7 +322,10 @@ mod tests {
             a.min_size = Some("1".into());
         }))
         .await;
-        assert!(e.contains("--min-size") && e.contains("CSV manifest"), "{e}");
+        assert!(
+            e.contains("--min-size") && e.contains("CSV manifest"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -291,15 +340,26 @@ mod tests {
         });
         let p = plan(&Config::default(), &a).await.unwrap();
         assert_eq!(p.kind.name(), "list");
-        assert_eq!(p.selector.map.target_key("logs/x").as_deref(), Some("old/x"));
-        let SourceKind::List { opts, .. } = &p.kind else { panic!() };
-        assert_eq!((opts.prefix.as_str(), opts.depth, opts.fetch_owner), ("logs/", 2, false));
+        assert_eq!(
+            p.selector.map.target_key("logs/x").as_deref(),
+            Some("old/x")
+        );
+        let SourceKind::List { opts, .. } = &p.kind else {
+            panic!()
+        };
+        assert_eq!(
+            (opts.prefix.as_str(), opts.depth, opts.fetch_owner),
+            ("logs/", 2, false)
+        );
 
         let same = args(|a| {
             a.source_bucket = Some(src.path().display().to_string());
             a.target_bucket = Some(src.path().display().to_string());
         });
-        let e = plan(&Config::default(), &same).await.unwrap_err().to_string();
+        let e = plan(&Config::default(), &same)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("onto themselves"), "{e}");
     }
 }

@@ -57,7 +57,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -90,9 +90,16 @@ impl Summary {
     /// The human summary (several lines, ending with a newline).
     pub fn render_text(&self) -> String {
         let mut o = String::new();
-        let verb = if self.dry_run { "would be sent" } else { "sent" };
+        let verb = if self.dry_run {
+            "would be sent"
+        } else {
+            "sent"
+        };
         o.push_str(&format!("job      {}\n", self.job_id));
-        o.push_str(&format!("source   {} ({})\n", self.source, self.source_kind));
+        o.push_str(&format!(
+            "source   {} ({})\n",
+            self.source, self.source_kind
+        ));
         o.push_str(&format!("target   {}\n", self.target));
         o.push_str(&format!(
             "objects  {} {verb} ({}) of {} listed\n",
@@ -104,16 +111,26 @@ impl Summary {
             "messages {} in {} SendMessageBatch calls{}\n",
             thousands(self.messages),
             thousands(self.send_calls),
-            if self.dry_run { " (dry run: nothing sent)" } else { "" }
+            if self.dry_run {
+                " (dry run: nothing sent)"
+            } else {
+                ""
+            }
         ));
-        let queues: Vec<String> =
-            self.queues.iter().map(|q| format!("{}: {}", q.queue, thousands(q.messages))).collect();
+        let queues: Vec<String> = self
+            .queues
+            .iter()
+            .map(|q| format!("{}: {}", q.queue, thousands(q.messages)))
+            .collect();
         o.push_str(&format!("queues   {}\n", queues.join(", ")));
         let skipped = self.skipped.nonzero();
         if skipped.is_empty() {
             o.push_str("skipped  none\n");
         } else {
-            let parts: Vec<String> = skipped.iter().map(|(f, n)| format!("{f}: {}", thousands(*n))).collect();
+            let parts: Vec<String> = skipped
+                .iter()
+                .map(|(f, n)| format!("{f}: {}", thousands(*n)))
+                .collect();
             o.push_str(&format!("skipped  {}\n", parts.join(", ")));
         }
         o.push_str(&format!(
@@ -130,10 +147,18 @@ impl Summary {
 
 /// Show progress until `stop` fires: a `\r` line on a terminal (stderr), an
 /// info log line every 10 s otherwise.
-pub fn spawn_progress(stats: Arc<ListStats>, counters: Arc<Counters>, stop: CancellationToken) -> JoinHandle<()> {
+pub fn spawn_progress(
+    stats: Arc<ListStats>,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let tty = std::io::stderr().is_terminal();
-        let period = if tty { Duration::from_secs(1) } else { Duration::from_secs(10) };
+        let period = if tty {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(10)
+        };
         let start = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(period);
         tick.tick().await;
@@ -158,7 +183,13 @@ pub fn spawn_progress(stats: Arc<ListStats>, counters: Arc<Counters>, stop: Canc
                 );
                 let _ = err.flush();
             } else {
-                tracing::info!(listed, sent, messages, keys_per_second = rate as u64, "progress");
+                tracing::info!(
+                    listed,
+                    sent,
+                    messages,
+                    keys_per_second = rate as u64,
+                    "progress"
+                );
             }
         }
         if tty {
@@ -199,17 +230,34 @@ mod tests {
             messages: 2,
             send_calls: 1,
             queues: vec![
-                QueueCount { queue: "q-01".into(), messages: 1 },
-                QueueCount { queue: "q-02".into(), messages: 1 },
+                QueueCount {
+                    queue: "q-01".into(),
+                    messages: 1,
+                },
+                QueueCount {
+                    queue: "q-02".into(),
+                    messages: 1,
+                },
             ],
-            skipped: SkipSummary { include: 200, ..SkipSummary::default() },
+            skipped: SkipSummary {
+                include: 200,
+                ..SkipSummary::default()
+            },
             elapsed_seconds: 2.0,
             keys_per_second: 500.0,
             error: None,
             resume_start_after: None,
         };
         let t = s.render_text();
-        for want in ["job-1", "s3://src/p/", "1,000 sent", "2.0 KiB", "q-01: 1", "--include: 200", "500 keys/s"] {
+        for want in [
+            "job-1",
+            "s3://src/p/",
+            "1,000 sent",
+            "2.0 KiB",
+            "q-01: 1",
+            "--include: 200",
+            "500 keys/s",
+        ] {
             assert!(t.contains(want), "{want} in {t}");
         }
         assert!(!t.contains("INCOMPLETE"));

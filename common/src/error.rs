@@ -118,7 +118,12 @@ mod tests {
 
     #[test]
     fn display_names_subject_and_class() {
-        let e = Error::new(ErrorKind::AccessDenied, "AccessDenied", "s3://b/k", "denied");
+        let e = Error::new(
+            ErrorKind::AccessDenied,
+            "AccessDenied",
+            "s3://b/k",
+            "denied",
+        );
         assert_eq!(e.to_string(), "s3://b/k: denied (AccessDenied)");
         assert!(!e.kind.is_retryable());
         let e = Error::new(ErrorKind::Retryable, "", "", "slow");

@@ -45,7 +45,11 @@ impl Location {
                 root: PathBuf::from(rest),
             });
         }
-        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s == "." || s == ".."
+        if s.starts_with('/')
+            || s.starts_with("./")
+            || s.starts_with("../")
+            || s == "."
+            || s == ".."
         {
             let path = PathBuf::from(s);
             let root = if path.is_absolute() {
@@ -129,22 +133,37 @@ mod tests {
     fn parses_every_form() {
         assert_eq!(
             Location::parse("my-bucket", "-s").unwrap(),
-            Location::S3 { bucket: "my-bucket".into(), prefix: "".into() }
+            Location::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "".into()
+            }
         );
         assert_eq!(
             Location::parse("s3://b-1/a/b/", "-s").unwrap(),
-            Location::S3 { bucket: "b-1".into(), prefix: "a/b/".into() }
+            Location::S3 {
+                bucket: "b-1".into(),
+                prefix: "a/b/".into()
+            }
         );
         assert_eq!(
             Location::parse("file:///tmp/x", "-t").unwrap(),
-            Location::Dir { root: "/tmp/x".into() }
+            Location::Dir {
+                root: "/tmp/x".into()
+            }
         );
         assert_eq!(
             Location::parse("/data", "-t").unwrap(),
-            Location::Dir { root: "/data".into() }
+            Location::Dir {
+                root: "/data".into()
+            }
         );
-        assert!(matches!(Location::parse("./rel", "-t").unwrap(), Location::Dir { root } if root.is_absolute()));
-        assert_eq!(Location::parse("s3://b-1/p", "-s").unwrap().to_string(), "s3://b-1/p");
+        assert!(
+            matches!(Location::parse("./rel", "-t").unwrap(), Location::Dir { root } if root.is_absolute())
+        );
+        assert_eq!(
+            Location::parse("s3://b-1/p", "-s").unwrap().to_string(),
+            "s3://b-1/p"
+        );
     }
 
     #[test]

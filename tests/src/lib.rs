@@ -91,7 +91,11 @@ pub async fn keys(bucket: &str) -> Vec<String> {
             .send()
             .await
             .unwrap_or_else(|e| panic!("list {bucket}: {e:?}"));
-        out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+        out.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
         token = page.next_continuation_token().map(str::to_string);
         if token.is_none() {
             break;

@@ -458,6 +458,11 @@ pub fn faults_by_op(stats: &Stats) -> BTreeMap<String, u64> {
     out
 }
 
+/// Print `[name +12.3s] what` to stderr: where a scenario's time goes.
+pub fn mark(name: &str, t0: std::time::Instant, what: &str) {
+    eprintln!("[{name} +{:.1}s] {what}", t0.elapsed().as_secs_f64());
+}
+
 /// One scenario's figures for the closing note, printed to stderr.
 pub fn print_figures(
     name: &str,

@@ -27,12 +27,20 @@ async fn failed_batch_entries_are_retried() {
     let bucket = testsupport::bucket("cmd-retry").await;
     let keys: Vec<String> = (0..400).map(|i| format!("k/{i:04}")).collect();
     put_many(&bucket, &keys, Some(b"1")).await;
-    let proxy = FaultProxy::start(&testsupport::endpoint(), send_faults(vec![Fault::BatchEntries], 0.5), 11).await;
+    let proxy = FaultProxy::start(
+        &testsupport::endpoint(),
+        send_faults(vec![Fault::BatchEntries], 0.5),
+        11,
+    )
+    .await;
     let mut sb = sandbox(2);
     sb.set("SQS_ENDPOINT_URL", &proxy.url());
     let (run, summary) = run_json(&sb, &["-s", &bucket, "-t", "dst-bucket", "-b", "10"]);
     run.assert_ok("run through faults");
-    assert!(proxy.stats().total_faults() > 0, "the proxy injected nothing");
+    assert!(
+        proxy.stats().total_faults() > 0,
+        "the proxy injected nothing"
+    );
     assert_exactly(&read_back(&sb, 2).await, &keys);
     assert_eq!(num(&summary, "objects"), 400);
 }
@@ -43,14 +51,29 @@ async fn a_send_that_keeps_failing_stops_with_a_resume_point() {
     let keys: Vec<String> = (0..1000).map(|i| format!("d{}/k{i:04}", i % 7)).collect();
     put_many(&bucket, &keys, Some(b"1")).await;
     // Phase 1: sends are slow, so the run is still going when phase 2 starts.
-    let slow = FaultConfig { delay: Duration::from_millis(300), ..send_faults(vec![Fault::Delay], 1.0) };
+    let slow = FaultConfig {
+        delay: Duration::from_millis(300),
+        ..send_faults(vec![Fault::Delay], 1.0)
+    };
     let proxy = FaultProxy::start(&testsupport::endpoint(), slow, 5).await;
     let mut sb = sandbox(1);
     sb.set("SQS_ENDPOINT_URL", &proxy.url());
-    let args: Vec<String> = ["run", "-s", &bucket, "-t", "dst-bucket", "-b", "5", "--list-page-size", "20", "--send-concurrency", "1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "run",
+        "-s",
+        &bucket,
+        "-t",
+        "dst-bucket",
+        "-b",
+        "5",
+        "--list-page-size",
+        "20",
+        "--send-concurrency",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let (env, dir) = (sb.env.clone(), sb.dir.path().to_path_buf());
     let first = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -65,12 +88,29 @@ async fn a_send_that_keeps_failing_stops_with_a_resume_point() {
     }
     proxy.set_config(send_faults(vec![Fault::BatchEntries], 1.0));
     let first = first.await.unwrap();
-    assert!(!first.status.success(), "the run did not fail:\n{}", first.stdout);
+    assert!(
+        !first.status.success(),
+        "the run did not fail:\n{}",
+        first.stdout
+    );
     assert!(first.stderr.contains("keys were sent"), "{}", first.stderr);
-    assert!(first.stderr.contains(&sb.queue(1)), "the error names the queue: {}", first.stderr);
-    let hint = first.stderr.split("--start-after '").nth(1).and_then(|s| s.split('\'').next()).map(str::to_string);
+    assert!(
+        first.stderr.contains(&sb.queue(1)),
+        "the error names the queue: {}",
+        first.stderr
+    );
+    let hint = first
+        .stderr
+        .split("--start-after '")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .map(str::to_string);
     let sent_first: BTreeSet<String> = key_counts(&read_back(&sb, 1).await).into_keys().collect();
-    assert!(!sent_first.is_empty() && sent_first.len() < keys.len(), "{} sent", sent_first.len());
+    assert!(
+        !sent_first.is_empty() && sent_first.len() < keys.len(),
+        "{} sent",
+        sent_first.len()
+    );
 
     // Resume without faults: the union of both runs is every key.
     proxy.set_config(FaultConfig::default());

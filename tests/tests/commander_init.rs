@@ -12,8 +12,17 @@ use testsupport::runs::{queue_url, Sandbox};
 
 async fn attribute(queue: &str, name: A) -> String {
     let url = queue_url(queue).await;
-    let got = testsupport::sqs().get_queue_attributes().queue_url(&url).attribute_names(name.clone()).send().await.unwrap();
-    got.attributes().and_then(|m| m.get(&name)).cloned().unwrap_or_default()
+    let got = testsupport::sqs()
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(name.clone())
+        .send()
+        .await
+        .unwrap();
+    got.attributes()
+        .and_then(|m| m.get(&name))
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,15 +31,32 @@ async fn init_twice_and_the_redrive_policy() {
     sb.set("SQS_MAX_RECEIVE_COUNT", "4");
     let first = sb.commander(&["init"]);
     first.assert_ok("first init");
-    assert_eq!(first.stdout.matches("created").count(), 4, "{}", first.stdout);
+    assert_eq!(
+        first.stdout.matches("created").count(),
+        4,
+        "{}",
+        first.stdout
+    );
     let second = sb.commander(&["init"]);
     second.assert_ok("second init");
-    assert_eq!(second.stdout.matches("unchanged").count(), 4, "{}", second.stdout);
+    assert_eq!(
+        second.stdout.matches("unchanged").count(),
+        4,
+        "{}",
+        second.stdout
+    );
 
     for n in 1..=3 {
         let policy: serde_json::Value =
-            serde_json::from_str(&attribute(&sb.queue(n), A::RedrivePolicy).await).expect("a redrive policy");
-        assert!(policy["deadLetterTargetArn"].as_str().unwrap().ends_with(&format!(":{}", sb.dead())), "{policy}");
+            serde_json::from_str(&attribute(&sb.queue(n), A::RedrivePolicy).await)
+                .expect("a redrive policy");
+        assert!(
+            policy["deadLetterTargetArn"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(":{}", sb.dead())),
+            "{policy}"
+        );
         assert_eq!(policy["maxReceiveCount"].to_string().trim_matches('"'), "4");
     }
     assert_eq!(attribute(&sb.dead(), A::RedrivePolicy).await, "");
@@ -39,7 +65,11 @@ async fn init_twice_and_the_redrive_policy() {
     sb.set("SQS_VISIBILITY_TIMEOUT", "123");
     let third = sb.commander(&["init"]);
     third.assert_ok("third init");
-    assert!(third.stdout.contains(&format!("updated   {}", sb.queue(1))), "{}", third.stdout);
+    assert!(
+        third.stdout.contains(&format!("updated   {}", sb.queue(1))),
+        "{}",
+        third.stdout
+    );
     assert_eq!(attribute(&sb.queue(2), A::VisibilityTimeout).await, "123");
 }
 
@@ -52,9 +82,22 @@ fn config_and_print_config_show_the_effective_values() {
     assert!(run.stdout.contains("77"), "{}", run.stdout);
     assert!(run.stdout.contains(&sb.prefix), "{}", run.stdout);
     // --print-config shows flags applied and exits before doing anything.
-    let run = sb.commander(&["run", "-s", "no-such-bucket-x", "-t", "dst-bucket", "-b", "33", "--print-config"]);
+    let run = sb.commander(&[
+        "run",
+        "-s",
+        "no-such-bucket-x",
+        "-t",
+        "dst-bucket",
+        "-b",
+        "33",
+        "--print-config",
+    ]);
     run.assert_ok("--print-config");
-    assert!(run.stdout.contains("33") && run.stdout.contains("--batch-num"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("33") && run.stdout.contains("--batch-num"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +113,8 @@ async fn a_directory_source_on_the_embedded_queue() {
     }
     let db = sb.dir.path().join("queue.db").display().to_string();
     let queue = format!("local:{db}");
-    sb.commander(&["--queue", &queue, "init"]).assert_ok("init local");
+    sb.commander(&["--queue", &queue, "init"])
+        .assert_ok("init local");
     let dst = tempfile::tempdir().unwrap();
     sb.commander(&[
         "--queue",
@@ -90,7 +134,10 @@ async fn a_directory_source_on_the_embedded_queue() {
     for n in 1..=2 {
         let q = svc.open(&sb.queue(n)).await.unwrap();
         loop {
-            let msgs = q.receive(10, Duration::from_millis(100), None).await.unwrap();
+            let msgs = q
+                .receive(10, Duration::from_millis(100), None)
+                .await
+                .unwrap();
             if msgs.is_empty() {
                 break;
             }

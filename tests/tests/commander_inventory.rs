@@ -14,7 +14,14 @@ use testsupport::runs::drain;
 const SCHEMA: &str = "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag, StorageClass, IsMultipartUploaded, ReplicationStatus, EncryptionStatus, ObjectLockRetainUntilDate, ObjectLockMode, ObjectLockLegalHoldStatus, IntelligentTieringAccessTier, BucketKeyStatus, ChecksumAlgorithm, ObjectAccessControlList, ObjectOwner";
 
 /// One inventory row with every column of [`SCHEMA`], all quoted.
-fn row(key_encoded: &str, version: &str, latest: bool, marker: bool, size: &str, etag: &str) -> String {
+fn row(
+    key_encoded: &str,
+    version: &str,
+    latest: bool,
+    marker: bool,
+    size: &str,
+    etag: &str,
+) -> String {
     let fields = [
         "src-bucket",
         key_encoded,
@@ -58,7 +65,14 @@ fn data_files() -> (Vec<u8>, Vec<u8>, Vec<String>) {
         row("photos/plus%2Bsign.jpg", "v2", true, false, "20", "etag2"),
         row("photos/old.jpg", "v0", false, false, "30", "etag3"),
         row("photos/deleted.jpg", "v9", true, true, "", ""),
-        row("caf%C3%A9/men%C3%BC+%26+more.txt", "", true, false, "40", "etag4"),
+        row(
+            "caf%C3%A9/men%C3%BC+%26+more.txt",
+            "",
+            true,
+            false,
+            "40",
+            "etag4",
+        ),
     ]
     .concat());
     let two = gz(&[
@@ -118,8 +132,18 @@ async fn inventory_in_s3(md5_override: Option<&str>) -> (String, String, Vec<Str
     testsupport::put(&inv, newest, m.into_bytes()).await;
     // An older inventory listing only the first file: `-m <prefix>` must pick the newest.
     let older = manifest(&[(k1, &one)], None, "CSV");
-    testsupport::put(&inv, "src-bucket/daily/2024-03-04T01-00Z/manifest.json", older.into_bytes()).await;
-    testsupport::put(&inv, "src-bucket/daily/2024-03-05T01-00Z/manifest.checksum", b"x".to_vec()).await;
+    testsupport::put(
+        &inv,
+        "src-bucket/daily/2024-03-04T01-00Z/manifest.json",
+        older.into_bytes(),
+    )
+    .await;
+    testsupport::put(
+        &inv,
+        "src-bucket/daily/2024-03-05T01-00Z/manifest.checksum",
+        b"x".to_vec(),
+    )
+    .await;
     (inv, newest.to_string(), keys)
 }
 
@@ -145,7 +169,10 @@ async fn inventory_yields_exactly_the_current_keys() {
     assert_eq!(first.1.etag.as_deref(), Some("\"etag1\""));
     assert_eq!(first.1.version_id.as_deref(), Some("v1"));
     assert_eq!(first.1.storage_class.as_deref(), Some("STANDARD"));
-    assert_eq!(first.1.last_modified.unwrap().to_rfc3339(), "2024-03-04T05:06:07+00:00");
+    assert_eq!(
+        first.1.last_modified.unwrap().to_rfc3339(),
+        "2024-03-04T05:06:07+00:00"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -153,28 +180,55 @@ async fn a_manifest_prefix_picks_the_newest_and_s_overrides_the_source() {
     let (inv, _, keys) = inventory_in_s3(None).await;
     let sb = sandbox(1);
     let prefix = format!("s3://{inv}/src-bucket/daily/");
-    let (run, _) = run_json(&sb, &["-m", &prefix, "-s", "replica-bucket", "-t", "dst-bucket", "--min-size", "15"]);
+    let (run, _) = run_json(
+        &sb,
+        &[
+            "-m",
+            &prefix,
+            "-s",
+            "replica-bucket",
+            "-t",
+            "dst-bucket",
+            "--min-size",
+            "15",
+        ],
+    );
     run.assert_ok("commander run -m prefix");
     let batches = read_back(&sb, 1).await;
     // Newest manifest (both files), minus keys under 15 bytes.
-    let want: Vec<String> = keys.into_iter().filter(|k| k != "photos/a b.jpg" && k != "trailing/").collect();
+    let want: Vec<String> = keys
+        .into_iter()
+        .filter(|k| k != "photos/a b.jpg" && k != "trailing/")
+        .collect();
     assert_exactly(&batches, &want);
-    assert!(batches.iter().all(|(_, _, b)| b.source == "s3://replica-bucket"));
+    assert!(batches
+        .iter()
+        .all(|(_, _, b)| b.source == "s3://replica-bucket"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wrong_md5_fails_naming_the_file_and_sends_nothing() {
     let (inv, newest, _) = inventory_in_s3(Some("0123456789abcdef0123456789abcdef")).await;
     let sb = sandbox(1);
-    let run = sb.commander(&["run", "-m", &format!("s3://{inv}/{newest}"), "-t", "dst-bucket"]);
+    let run = sb.commander(&[
+        "run",
+        "-m",
+        &format!("s3://{inv}/{newest}"),
+        "-t",
+        "dst-bucket",
+    ]);
     assert!(!run.status.success(), "{}", run.stdout);
     assert!(
-        run.stderr.contains(&format!("s3://{inv}/src-bucket/daily/data/6f5c-one.csv.gz")),
+        run.stderr
+            .contains(&format!("s3://{inv}/src-bucket/daily/data/6f5c-one.csv.gz")),
         "{}",
         run.stderr
     );
     assert!(run.stderr.contains("MD5"), "{}", run.stderr);
-    assert!(drain(&sb.queue(1)).await.is_empty(), "keys were sent before the checksum failed");
+    assert!(
+        drain(&sb.queue(1)).await.is_empty(),
+        "keys were sent before the checksum failed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -185,34 +239,82 @@ async fn bad_manifests_fail_naming_the_input() {
         let run = sb.commander(args);
         assert!(!run.status.success(), "{args:?} succeeded");
         for w in want {
-            assert!(run.stderr.contains(w), "{args:?}: `{w}` not in\n{}", run.stderr);
+            assert!(
+                run.stderr.contains(w),
+                "{args:?}: `{w}` not in\n{}",
+                run.stderr
+            );
         }
     };
     // Missing manifest.
     let missing = format!("s3://{inv}/nope/manifest.json");
-    fails(&["run", "-m", &missing, "-t", "dst-bucket"], &[missing.as_str()]);
+    fails(
+        &["run", "-m", &missing, "-t", "dst-bucket"],
+        &[missing.as_str()],
+    );
     // Malformed JSON.
     testsupport::put(&inv, "bad/manifest.json", b"{\"sourceBucket\": ".to_vec()).await;
     let bad = format!("s3://{inv}/bad/manifest.json");
-    fails(&["run", "-m", &bad, "-t", "dst-bucket"], &[bad.as_str(), "manifest"]);
-    // ORC and Parquet are named.
-    testsupport::put(&inv, "orc/manifest.json", manifest(&[], None, "ORC").into_bytes()).await;
-    let orc = format!("s3://{inv}/orc/manifest.json");
-    fails(&["run", "-m", &orc, "-t", "dst-bucket"], &[orc.as_str(), "ORC"]);
-    // A row with a wrong column count: file and line.
-    let data = gz(&format!("{}\"src-bucket\",\"short\"\n", row("ok", "", true, false, "1", "e")));
-    testsupport::put(&inv, "cols/data/x.csv.gz", data.clone()).await;
-    testsupport::put(&inv, "cols/manifest.json", manifest(&[("cols/data/x.csv.gz", &data)], None, "CSV").into_bytes())
-        .await;
     fails(
-        &["run", "-m", &format!("s3://{inv}/cols/manifest.json"), "-t", "dst-bucket"],
+        &["run", "-m", &bad, "-t", "dst-bucket"],
+        &[bad.as_str(), "manifest"],
+    );
+    // ORC and Parquet are named.
+    testsupport::put(
+        &inv,
+        "orc/manifest.json",
+        manifest(&[], None, "ORC").into_bytes(),
+    )
+    .await;
+    let orc = format!("s3://{inv}/orc/manifest.json");
+    fails(
+        &["run", "-m", &orc, "-t", "dst-bucket"],
+        &[orc.as_str(), "ORC"],
+    );
+    // A row with a wrong column count: file and line.
+    let data = gz(&format!(
+        "{}\"src-bucket\",\"short\"\n",
+        row("ok", "", true, false, "1", "e")
+    ));
+    testsupport::put(&inv, "cols/data/x.csv.gz", data.clone()).await;
+    testsupport::put(
+        &inv,
+        "cols/manifest.json",
+        manifest(&[("cols/data/x.csv.gz", &data)], None, "CSV").into_bytes(),
+    )
+    .await;
+    fails(
+        &[
+            "run",
+            "-m",
+            &format!("s3://{inv}/cols/manifest.json"),
+            "-t",
+            "dst-bucket",
+        ],
         &[&format!("s3://{inv}/cols/data/x.csv.gz:2"), "columns"],
     );
     // A prefix without any manifest.
-    fails(&["run", "-m", &format!("s3://{inv}/empty/"), "-t", "dst-bucket"], &["manifest.json"]);
+    fails(
+        &[
+            "run",
+            "-m",
+            &format!("s3://{inv}/empty/"),
+            "-t",
+            "dst-bucket",
+        ],
+        &["manifest.json"],
+    );
     // Owner filters need ListObjectsV2.
     fails(
-        &["run", "-m", &format!("s3://{inv}/cols/manifest.json"), "-t", "dst-bucket", "--owner", "x"],
+        &[
+            "run",
+            "-m",
+            &format!("s3://{inv}/cols/manifest.json"),
+            "-t",
+            "dst-bucket",
+            "--owner",
+            "x",
+        ],
         &["--owner"],
     );
     assert!(drain(&sb.queue(1)).await.is_empty());
@@ -229,12 +331,16 @@ async fn a_local_inventory_copy_works() {
     std::fs::write(dir.path().join(k1), &one).unwrap();
     std::fs::write(dir.path().join(k2), &two).unwrap();
     std::fs::write(
-        dir.path().join("src-bucket/daily/2024-03-05T01-00Z/manifest.json"),
+        dir.path()
+            .join("src-bucket/daily/2024-03-05T01-00Z/manifest.json"),
         manifest(&[(k1, &one), (k2, &two)], None, "CSV"),
     )
     .unwrap();
     let sb = sandbox(1);
-    let (run, _) = run_json(&sb, &["-m", &dir.path().display().to_string(), "-t", "dst-bucket"]);
+    let (run, _) = run_json(
+        &sb,
+        &["-m", &dir.path().display().to_string(), "-t", "dst-bucket"],
+    );
     run.assert_ok("commander run -m <dir>");
     assert_exactly(&read_back(&sb, 1).await, &keys);
 }

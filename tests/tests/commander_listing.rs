@@ -9,8 +9,20 @@ use testsupport::runs::drain;
 
 fn tricky_keys() -> Vec<String> {
     let mut keys: Vec<String> = [
-        "a/", "a//b", "a/b/", "sp ace/x y", "plus+sign", "pct%41%", "q?x", "h#x", "ü/ñ/ß", "~tilde",
-        "emoji/🦀", "amp&eq=", "dir/", "dir/sub/",
+        "a/",
+        "a//b",
+        "a/b/",
+        "sp ace/x y",
+        "plus+sign",
+        "pct%41%",
+        "q?x",
+        "h#x",
+        "ü/ñ/ß",
+        "~tilde",
+        "emoji/🦀",
+        "amp&eq=",
+        "dir/",
+        "dir/sub/",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -44,8 +56,18 @@ async fn parallel_listing_sends_every_key_exactly_once() {
     let (run, summary) = run_json(
         &sb,
         &[
-            "-s", &bucket, "-t", "target-bucket", "--list-depth", "2", "--list-page-size", "100",
-            "--list-concurrency", "8", "-b", "97",
+            "-s",
+            &bucket,
+            "-t",
+            "target-bucket",
+            "--list-depth",
+            "2",
+            "--list-page-size",
+            "100",
+            "--list-concurrency",
+            "8",
+            "-b",
+            "97",
         ],
     );
     run.assert_ok("commander run");
@@ -61,28 +83,53 @@ async fn parallel_listing_sends_every_key_exactly_once() {
         assert_eq!(b.job_id, summary["job_id"].as_str().unwrap());
         for k in &b.keys {
             assert_eq!(k.size, Some(1));
-            assert!(k.etag.as_deref().is_some_and(|e| e.starts_with('"')), "{k:?}");
+            assert!(
+                k.etag.as_deref().is_some_and(|e| e.starts_with('"')),
+                "{k:?}"
+            );
             assert!(k.last_modified.is_some());
         }
     }
     // Messages are spread over every work queue.
     for n in 1..=3 {
-        assert!(batches.iter().any(|(q, _, _)| *q == n), "queue {n} got nothing");
+        assert!(
+            batches.iter().any(|(q, _, _)| *q == n),
+            "queue {n} got nothing"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flat_prefix_is_split_into_ranges_and_still_sends_each_key_once() {
     let bucket = testsupport::bucket("cmd-flat").await;
-    let keys: Vec<String> = (0..260).map(|i| format!("flat/2024-01-{:02}/{i:04}", i % 9)).collect();
+    let keys: Vec<String> = (0..260)
+        .map(|i| format!("flat/2024-01-{:02}/{i:04}", i % 9))
+        .collect();
     put_many(&bucket, &keys, None).await;
     let sb = sandbox(2);
     let run = sb.commander(&[
-        "run", "-s", &bucket, "-t", "dst-bucket", "-p", "flat/", "--list-depth", "0", "--list-page-size",
-        "10", "--split-after-pages", "2", "--log-level", "info,common::listing=debug",
+        "run",
+        "-s",
+        &bucket,
+        "-t",
+        "dst-bucket",
+        "-p",
+        "flat/",
+        "--list-depth",
+        "0",
+        "--list-page-size",
+        "10",
+        "--split-after-pages",
+        "2",
+        "--log-level",
+        "info,common::listing=debug",
     ]);
     run.assert_ok("commander run");
-    assert!(run.stderr.contains("range split"), "no split happened:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("range split"),
+        "no split happened:\n{}",
+        run.stderr
+    );
     let batches = read_back(&sb, 2).await;
     assert_exactly(&batches, &keys);
 }
@@ -128,14 +175,62 @@ async fn start_after_resumes_and_dry_run_sends_nothing() {
     assert_eq!(num(&summary, "objects"), 120);
     assert_eq!(num(&summary, "bytes"), 360);
     assert_eq!(summary["dry_run"], true);
-    assert!(drain(&sb.queue(1)).await.is_empty(), "a dry run sent messages");
+    assert!(
+        drain(&sb.queue(1)).await.is_empty(),
+        "a dry run sent messages"
+    );
 
-    let (run, summary) = run_json(&sb, &["-s", &bucket, "-t", "dst-bucket", "--start-after", "r/099", "--list-page-size", "7"]);
+    // A report location gets the job record (`commander status` reads it);
+    // runs with the same --job-id add up.
+    let reports = tempfile::tempdir().unwrap();
+    let mut sb = sb;
+    sb.set("REPORT_LOCATION", &reports.path().display().to_string());
+    let (run, summary) = run_json(
+        &sb,
+        &[
+            "-s",
+            &bucket,
+            "-t",
+            "dst-bucket",
+            "--start-after",
+            "r/099",
+            "--list-page-size",
+            "7",
+            "--job-id",
+            "resume-job",
+        ],
+    );
     run.assert_ok("resume");
+    let record = || -> serde_json::Value {
+        let path = reports.path().join("resume-job/job.json");
+        serde_json::from_slice(&std::fs::read(&path).expect("job record written")).unwrap()
+    };
+    assert_eq!(record()["objects"], 20);
+    assert!(record()["finished_at"].is_string());
     let batches = read_back(&sb, 1).await;
-    let want: Vec<String> = keys.iter().filter(|k| k.as_str() > "r/099").cloned().collect();
+    let want: Vec<String> = keys
+        .iter()
+        .filter(|k| k.as_str() > "r/099")
+        .cloned()
+        .collect();
     assert_exactly(&batches, &want);
     assert_eq!(num(&summary, "objects"), 20);
+    let (run, _) = run_json(
+        &sb,
+        &[
+            "-s",
+            &bucket,
+            "-t",
+            "dst-bucket",
+            "--start-after",
+            "r/109",
+            "--job-id",
+            "resume-job",
+        ],
+    );
+    run.assert_ok("second run of the job");
+    assert_eq!(record()["objects"], 30);
+    assert_eq!(read_back(&sb, 1).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -19,19 +19,35 @@ async fn a_local_manifest_with_two_buckets() {
     let path = dir.path().join("manifest.csv");
     std::fs::write(&path, MANIFEST).unwrap();
     let sb = sandbox(2);
-    let (run, summary) = run_json(&sb, &["--csv-manifest", &path.display().to_string(), "-t", "dst-bucket"]);
+    let (run, summary) = run_json(
+        &sb,
+        &[
+            "--csv-manifest",
+            &path.display().to_string(),
+            "-t",
+            "dst-bucket",
+        ],
+    );
     run.assert_ok("run --csv-manifest");
     let batches = read_back(&sb, 2).await;
     let mut got: Vec<(String, String, Option<String>)> = batches
         .iter()
-        .flat_map(|(_, _, b)| b.keys.iter().map(move |k| (b.source.clone(), k.key.clone(), k.version_id.clone())))
+        .flat_map(|(_, _, b)| {
+            b.keys
+                .iter()
+                .map(move |k| (b.source.clone(), k.key.clone(), k.version_id.clone()))
+        })
         .collect();
     got.sort();
     assert_eq!(
         got,
         vec![
             ("s3://src-one".into(), "a b+c+d.txt".into(), None),
-            ("s3://src-one".into(), "dir/café".into(), Some("3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY".into())),
+            (
+                "s3://src-one".into(),
+                "dir/café".into(),
+                Some("3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY".into())
+            ),
             ("s3://src-one".into(), "logs/x.log".into(), None),
             ("s3://src-two".into(), "plain/key".into(), None),
         ]
@@ -48,16 +64,41 @@ async fn an_s3_manifest_with_prefix_and_target_prefix() {
     let url = format!("s3://{inv}/jobs/manifest.csv");
     let (run, summary) = run_json(
         &sb,
-        &["--csv-manifest", &url, "-s", "src-one", "-t", "dst-bucket", "-p", "dir/", "--target-prefix", "new/"],
+        &[
+            "--csv-manifest",
+            &url,
+            "-s",
+            "src-one",
+            "-t",
+            "dst-bucket",
+            "-p",
+            "dir/",
+            "--target-prefix",
+            "new/",
+        ],
     );
     // -s restricts rows to one bucket: src-two's row is an error naming its line.
     assert!(!run.status.success());
     assert!(run.stderr.contains(&format!("{url}:4")), "{}", run.stderr);
-    assert!(drain(&sb.queue(1)).await.is_empty(), "nothing is sent from a bad manifest");
+    assert!(
+        drain(&sb.queue(1)).await.is_empty(),
+        "nothing is sent from a bad manifest"
+    );
     let _ = summary;
 
-    let (run, summary) =
-        run_json(&sb, &["--csv-manifest", &url, "-t", "dst-bucket", "-p", "dir/", "--target-prefix", "new/"]);
+    let (run, summary) = run_json(
+        &sb,
+        &[
+            "--csv-manifest",
+            &url,
+            "-t",
+            "dst-bucket",
+            "-p",
+            "dir/",
+            "--target-prefix",
+            "new/",
+        ],
+    );
     run.assert_ok("run --csv-manifest s3://");
     let batches = read_back(&sb, 1).await;
     assert_eq!(batches.len(), 1);
@@ -77,9 +118,21 @@ async fn bad_rows_and_bad_combinations_name_the_input() {
     assert!(!run.status.success());
     assert!(run.stderr.contains(&format!("{path}:2")), "{}", run.stderr);
 
-    let run = sb.commander(&["run", "--csv-manifest", &path, "-m", "s3://x-bucket/m/", "-t", "dst-bucket"]);
+    let run = sb.commander(&[
+        "run",
+        "--csv-manifest",
+        &path,
+        "-m",
+        "s3://x-bucket/m/",
+        "-t",
+        "dst-bucket",
+    ]);
     assert!(!run.status.success());
-    assert!(run.stderr.contains("--csv-manifest") && run.stderr.contains("--manifest-path"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--csv-manifest") && run.stderr.contains("--manifest-path"),
+        "{}",
+        run.stderr
+    );
 
     let run = sb.commander(&["run", "--csv-manifest", &path]);
     assert!(!run.status.success());
@@ -90,7 +143,15 @@ async fn bad_rows_and_bad_combinations_name_the_input() {
     assert!(!run.status.success());
     assert!(run.stderr.contains(&missing), "{}", run.stderr);
 
-    let run = sb.commander(&["run", "--csv-manifest", &path, "-t", "dst-bucket", "--min-size", "1"]);
+    let run = sb.commander(&[
+        "run",
+        "--csv-manifest",
+        &path,
+        "-t",
+        "dst-bucket",
+        "--min-size",
+        "1",
+    ]);
     assert!(!run.status.success());
     assert!(run.stderr.contains("--min-size"), "{}", run.stderr);
     assert!(drain(&sb.queue(1)).await.is_empty());

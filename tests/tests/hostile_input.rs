@@ -26,11 +26,15 @@ use serde_json::{json, Value};
 
 const CASES: u32 = 256;
 const INVENTORY_FILE: &str = "s3://inv-bucket/src/config/data/f1.csv.gz";
-const INVENTORY_SCHEMA: &str = "Bucket, Key, Size, LastModifiedDate, ETag, IsLatest, IsDeleteMarker";
+const INVENTORY_SCHEMA: &str =
+    "Bucket, Key, Size, LastModifiedDate, ETag, IsLatest, IsDeleteMarker";
 const CSV_FILE: &str = "/manifests/run 1/keys.csv";
 
 fn selector() -> Selector {
-    Selector::new(KeyFilter::new(FilterSpec::default()).expect("default filter"), KeyMap::default())
+    Selector::new(
+        KeyFilter::new(FilterSpec::default()).expect("default filter"),
+        KeyMap::default(),
+    )
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -96,7 +100,13 @@ fn assert_names_line(e: &Error, file: &str, line: usize) -> Result<(), TestCaseE
 
 #[derive(Debug, Clone)]
 enum InvRow {
-    Good { key: String, size: u64, modified: i64, etag: String, quote_key: bool },
+    Good {
+        key: String,
+        size: u64,
+        modified: i64,
+        etag: String,
+        quote_key: bool,
+    },
     DeleteMarker(String),
     NotLatest(String),
     Bad(InvBad),
@@ -124,9 +134,22 @@ fn inv_row() -> impl Strategy<Value = InvRow> {
         Just(InvBad::EmptyKey),
         (MAX_KEY_BYTES + 1..MAX_KEY_BYTES + 80).prop_map(InvBad::LongKey),
         prop::sample::select(vec![1usize, 2, 3, 6, 8, 12]).prop_map(InvBad::Columns),
-        prop::sample::select(vec!["12x", "-1", "1.5", "18446744073709551616", "0x10", " 7"]).prop_map(InvBad::Size),
-        prop::sample::select(vec!["2024-13-01T00:00:00Z", "yesterday", "2024-05-01", "2024-05-01T25:00:00Z"])
-            .prop_map(InvBad::Date),
+        prop::sample::select(vec![
+            "12x",
+            "-1",
+            "1.5",
+            "18446744073709551616",
+            "0x10",
+            " 7"
+        ])
+        .prop_map(InvBad::Size),
+        prop::sample::select(vec![
+            "2024-13-01T00:00:00Z",
+            "yesterday",
+            "2024-05-01",
+            "2024-05-01T25:00:00Z"
+        ])
+        .prop_map(InvBad::Date),
     ];
     prop_oneof![
         12 => (odd_key(), any::<u64>(), 0i64..4_102_444_800, "[0-9a-f]{32}(-[0-9]{1,4})?", any::<bool>())
@@ -147,7 +170,13 @@ fn render_inv_row(row: &InvRow) -> String {
     };
     let ok_date = "2024-05-01T12:00:00.000Z";
     match row {
-        InvRow::Good { key, size, modified, etag, quote_key } => {
+        InvRow::Good {
+            key,
+            size,
+            modified,
+            etag,
+            quote_key,
+        } => {
             let k = form_encode(key.as_bytes());
             let k = if *quote_key { format!("\"{k}\"") } else { k };
             let d = date(*modified).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -170,15 +199,35 @@ fn read_inventory(data: &[u8], file: &DataFile) -> (Vec<KeyItem>, Result<u64, Er
     let schema = Schema::parse(INVENTORY_SCHEMA, "manifest.json").expect("schema");
     let sel = selector();
     let mut items = Vec::new();
-    let res = read_data_file(data, INVENTORY_FILE, file, &schema, &sel, &mut |item| {
-        items.push(item);
-        Ok(())
-    });
+    let counted = std::sync::atomic::AtomicU64::new(0);
+    let res = read_data_file(
+        data,
+        INVENTORY_FILE,
+        file,
+        &schema,
+        &sel,
+        Some(&counted),
+        &mut |item| {
+            items.push(item);
+            Ok(())
+        },
+    );
+    if let Ok(stats) = &res {
+        // The progress counter agrees with the result.
+        assert_eq!(
+            counted.load(std::sync::atomic::Ordering::Relaxed),
+            stats.rows
+        );
+    }
     (items, res.map(|s| s.rows))
 }
 
 fn no_checks() -> DataFile {
-    DataFile { key: "src/config/data/f1.csv.gz".into(), size: None, md5: None }
+    DataFile {
+        key: "src/config/data/f1.csv.gz".into(),
+        size: None,
+        md5: None,
+    }
 }
 
 proptest! {
@@ -268,9 +317,61 @@ proptest! {
     #[test]
     fn form_decoding_round_trips_and_never_panics(key in odd_key(), junk in prop::collection::vec(any::<u8>(), 0..64)) {
         let enc = form_encode(key.as_bytes());
-        prop_assert_eq!(decode_form(enc.as_bytes()).as_deref(), Some(key.as_str()));
+        let decoded = decode_form(enc.as_bytes()).map(|k| k.into_owned());
+        prop_assert_eq!(decoded, Some(key));
         let _ = decode_form(&junk);
     }
+}
+
+/// The named cases of the issue, one by one, so a failure reads plainly.
+#[test]
+fn inventory_hostile_keys_one_by_one() {
+    let row = |key: &str| format!("inv-src,{key},1,2024-05-01T12:00:00.000Z,abc,true,false\n");
+    // Legal but odd: control characters, NUL, DEL, CR/LF, `+`, `%` survive exactly.
+    let odd = "\u{0}\u{1}\t\r\n\u{1b}[31m\u{7f} a+b%c,\"d\"/é";
+    let (items, res) = read_inventory(
+        &gzip(row(&form_encode(odd.as_bytes())).as_bytes()),
+        &no_checks(),
+    );
+    res.expect("odd key accepted");
+    assert_eq!(
+        items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
+        [odd]
+    );
+    // Refused, naming the file and line.
+    let long = "k".repeat(MAX_KEY_BYTES + 1);
+    for (key, why) in [
+        ("", "empty key"),
+        ("a%G1", "`a%G1`"),
+        ("a%", "`a%`"),
+        ("a%4", "`a%4`"),
+        ("%FF", "`%FF`"),
+        (long.as_str(), "1,024"),
+    ] {
+        let shown = if key.len() > 40 {
+            format!("<key of {} bytes>", key.len())
+        } else {
+            format!("{key:?}")
+        };
+        let text = row("first") + &row(key);
+        let (items, res) = read_inventory(&gzip(text.as_bytes()), &no_checks());
+        assert_eq!(items.len(), 1, "{shown}");
+        let e = res.expect_err(&shown);
+        assert_eq!(e.subject, format!("{INVENTORY_FILE}:2"), "{shown}: {e}");
+        assert!(e.message.contains(why), "{shown}: {e}");
+    }
+}
+
+/// Windows line endings must not shift the line an error names (the `csv`
+/// crate's `Position::line` lags by one with `\r\n`: BurntSushi/rust-csv#395).
+#[test]
+fn inventory_errors_name_the_right_line_in_crlf_files() {
+    let text = "inv-src,a,1,2024-05-01T12:00:00.000Z,abc,true,false\r\n\
+                inv-src,b,1,2024-05-01T12:00:00.000Z,abc,true,false\r\n\
+                inv-src,c%G1,1,2024-05-01T12:00:00.000Z,abc,true,false\r\n";
+    let (items, res) = read_inventory(&gzip(text.as_bytes()), &no_checks());
+    assert_eq!(items.len(), 2);
+    assert_eq!(res.unwrap_err().subject, format!("{INVENTORY_FILE}:3"));
 }
 
 // ---------------------------------------------------------------------------
@@ -332,16 +433,38 @@ fn any_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         any::<i64>().prop_map(Value::from),
         ".{0,20}".prop_map(Value::from),
-        prop::sample::select(vec!["sourceBucket", "fileFormat", "CSV", "files", "key", "fileSchema"]).prop_map(Value::from),
+        prop::sample::select(vec![
+            "sourceBucket",
+            "fileFormat",
+            "CSV",
+            "files",
+            "key",
+            "fileSchema"
+        ])
+        .prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             prop::collection::btree_map(
-                prop_oneof![".{0,8}", prop::sample::select(vec!["sourceBucket", "destinationBucket", "fileFormat", "fileSchema", "files", "key", "size", "MD5checksum"]).prop_map(str::to_string)],
+                prop_oneof![
+                    ".{0,8}",
+                    prop::sample::select(vec![
+                        "sourceBucket",
+                        "destinationBucket",
+                        "fileFormat",
+                        "fileSchema",
+                        "files",
+                        "key",
+                        "size",
+                        "MD5checksum"
+                    ])
+                    .prop_map(str::to_string)
+                ],
                 inner,
                 0..6
             )
@@ -467,7 +590,8 @@ proptest! {
 #[test]
 fn orc_and_parquet_manifests_are_refused_by_name() {
     for format in ["ORC", "Parquet", "", "csv2"] {
-        let m = json!({"sourceBucket": "s", "fileFormat": format, "fileSchema": "Key", "files": []});
+        let m =
+            json!({"sourceBucket": "s", "fileFormat": format, "fileSchema": "Key", "files": []});
         let e = parse_manifest(m.to_string().as_bytes(), MANIFEST).expect_err(format);
         assert_eq!(e.subject, MANIFEST);
         assert!(e.message.contains(&format!("`{format}`")), "{e}");
@@ -480,7 +604,12 @@ fn orc_and_parquet_manifests_are_refused_by_name() {
 
 #[derive(Debug, Clone)]
 enum CsvRow {
-    Good { bucket: &'static str, key: String, version: String, quote: bool },
+    Good {
+        bucket: &'static str,
+        key: String,
+        version: String,
+        quote: bool,
+    },
     Blank(&'static str),
     Bad(CsvBad),
 }
@@ -503,7 +632,8 @@ fn csv_row() -> impl Strategy<Value = CsvRow> {
         Just(CsvBad::EmptyKey),
         (MAX_KEY_BYTES + 1..MAX_KEY_BYTES + 80).prop_map(CsvBad::LongKey),
         prop::sample::select(vec![1usize, 4, 7]).prop_map(CsvBad::Columns),
-        prop::sample::select(vec!["Bad Bucket", "s3://src-a", "a/b", "x", "-dash-", "UPPER"]).prop_map(CsvBad::Bucket),
+        prop::sample::select(vec!["Bad Bucket", "s3://src-a", "a/b", "x", "UPPER", "b c"])
+            .prop_map(CsvBad::Bucket),
         Just(CsvBad::UnbalancedQuote),
     ];
     prop_oneof![
@@ -516,7 +646,12 @@ fn csv_row() -> impl Strategy<Value = CsvRow> {
 
 fn render_csv_row(row: &CsvRow) -> String {
     match row {
-        CsvRow::Good { bucket, key, version, quote } => {
+        CsvRow::Good {
+            bucket,
+            key,
+            version,
+            quote,
+        } => {
             let k = pct_encode(key.as_bytes());
             let k = if *quote { format!("\"{k}\"") } else { k };
             if version.is_empty() {
@@ -541,10 +676,22 @@ type CsvOut = (Vec<(String, KeyItem)>, Result<u64, Error>);
 fn read_csv(data: &[u8], only: Option<&str>) -> CsvOut {
     let sel = selector();
     let mut out = Vec::new();
-    let res = read_rows(data, CSV_FILE, only, &sel, &mut |src: &Arc<str>, item| {
-        out.push((src.to_string(), item));
-        Ok(())
-    });
+    let counted = std::sync::atomic::AtomicU64::new(0);
+    let res = read_rows(
+        data,
+        CSV_FILE,
+        only,
+        &sel,
+        Some(&counted),
+        &mut |src: &Arc<str>, item| {
+            out.push((src.to_string(), item));
+            Ok(())
+        },
+    );
+    if let Ok(n) = &res {
+        // The progress counter agrees with the result.
+        assert_eq!(counted.load(std::sync::atomic::Ordering::Relaxed), *n);
+    }
     (out, res)
 }
 
@@ -618,13 +765,56 @@ proptest! {
     }
 }
 
+/// The named cases of the issue, one by one, so a failure reads plainly.
+#[test]
+fn csv_manifest_hostile_keys_one_by_one() {
+    let odd = "\u{0}\u{1}\t\r\n\u{1b}[31m\u{7f} a+b%c,\"d\"/é";
+    let (items, res) = read_csv(
+        format!("src-a,{}\n", pct_encode(odd.as_bytes())).as_bytes(),
+        None,
+    );
+    res.expect("odd key accepted");
+    assert_eq!(
+        items
+            .iter()
+            .map(|(_, i)| i.key.as_str())
+            .collect::<Vec<_>>(),
+        [odd]
+    );
+    let long = "k".repeat(MAX_KEY_BYTES + 1);
+    // `%G1`, a lone `%` and `%4` are not percent-encodings: refused like `%FF`
+    // (the module promises "a bad escape ... is an error naming the file and line").
+    for (key, why) in [
+        ("", "empty key"),
+        ("a%G1", "percent"),
+        ("a%", "percent"),
+        ("a%4", "percent"),
+        ("%FF", "percent"),
+        (long.as_str(), "1,024"),
+    ] {
+        let shown = if key.len() > 40 {
+            format!("<key of {} bytes>", key.len())
+        } else {
+            format!("{key:?}")
+        };
+        let (items, res) = read_csv(format!("src-a,first\nsrc-a,{key}\n").as_bytes(), None);
+        assert_eq!(items.len(), 1, "{shown}");
+        let e = res.expect_err(&shown);
+        assert_eq!(e.subject, format!("{CSV_FILE}:2"), "{shown}: {e}");
+        assert!(e.message.contains(why), "{shown}: {e}");
+    }
+}
+
 #[test]
 fn csv_manifest_rows_of_another_bucket_than_the_source_are_refused() {
     let (items, res) = read_csv(b"src-a,k1\nsrc-b,k2\n", Some("src-a"));
     assert_eq!(items.len(), 1);
     let e = res.unwrap_err();
     assert_eq!(e.subject, format!("{CSV_FILE}:2"));
-    assert!(e.message.contains("src-b") && e.message.contains("src-a"), "{e}");
+    assert!(
+        e.message.contains("src-b") && e.message.contains("src-a"),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -656,7 +846,15 @@ const UNITS: &[(&str, u64)] = &[
     ("TiB", 1 << 40),
 ];
 
-const FLAG_UNITS: &[(&str, u32)] = &[("", 0), ("b", 0), ("K", 10), ("kb", 10), ("MiB", 20), ("G", 30), ("T", 40)];
+const FLAG_UNITS: &[(&str, u32)] = &[
+    ("", 0),
+    ("b", 0),
+    ("K", 10),
+    ("kb", 10),
+    ("MiB", 20),
+    ("G", 30),
+    ("T", 40),
+];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
@@ -756,7 +954,10 @@ fn binaries_name_the_flag_and_the_value_they_refuse() {
             .env("QUEUE_PATH", dir.path().join("q.db"))
             .output()
             .expect("run binary");
-        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     for (bin, flag, value) in [
         ("commander", "--min-size", "12Q"),
@@ -768,10 +969,17 @@ fn binaries_name_the_flag_and_the_value_they_refuse() {
         ("executor", "--grace-period", "NaN"),
     ] {
         let flag_value = format!("{flag}={value}");
-        let mut args = if bin == "commander" { vec!["run", "-s", "src-bucket", "-t", "dst-bucket"] } else { vec![] };
+        let mut args = if bin == "commander" {
+            vec!["run", "-s", "src-bucket", "-t", "dst-bucket"]
+        } else {
+            vec![]
+        };
         args.push(&flag_value);
         let (status, stderr) = run(bin, &args);
         assert!(!status.success(), "{bin} {flag} {value} succeeded");
-        assert!(stderr.contains(flag) && stderr.contains(value), "{bin} {flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(value),
+            "{bin} {flag} {value}: {stderr}"
+        );
     }
 }

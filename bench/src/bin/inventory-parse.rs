@@ -38,7 +38,10 @@ fn generate(rows: usize) -> anyhow::Result<Vec<u8>> {
             let key = if i % 20 == 0 {
                 format!("photos/2024/{:02}/holiday+pic+{i:09}%2B1.jpg", i % 12 + 1)
             } else {
-                format!("data/year=2024/month={:02}/part-{i:09}.snappy.parquet", i % 12 + 1)
+                format!(
+                    "data/year=2024/month={:02}/part-{i:09}.snappy.parquet",
+                    i % 12 + 1
+                )
             };
             writeln!(
                 out,
@@ -62,20 +65,38 @@ fn main() -> anyhow::Result<()> {
     eprintln!("generating {} rows…", a.rows);
     let gz = generate(a.rows)?;
     let schema = Schema::parse(SCHEMA, "bench")?;
-    let file = DataFile { key: "bench.csv.gz".into(), size: Some(gz.len() as u64), md5: None };
-    let selector = Arc::new(Selector::new(KeyFilter::new(FilterSpec::default())?, KeyMap::default()));
+    let file = DataFile {
+        key: "bench.csv.gz".into(),
+        size: Some(gz.len() as u64),
+        md5: None,
+    };
+    let selector = Arc::new(Selector::new(
+        KeyFilter::new(FilterSpec::default())?,
+        KeyMap::default(),
+    ));
     let mut rates = Vec::new();
     for round in 1..=a.rounds {
         let mut items = 0u64;
         let mut key_bytes = 0u64;
         let start = Instant::now();
-        let stats = read_data_file(&gz[..], "bench.csv.gz", &file, &schema, &selector, &mut |item| {
-            items += 1;
-            key_bytes += item.key.len() as u64;
-            Ok(())
-        })?;
+        let stats = read_data_file(
+            &gz[..],
+            "bench.csv.gz",
+            &file,
+            &schema,
+            &selector,
+            None,
+            &mut |item| {
+                items += 1;
+                key_bytes += item.key.len() as u64;
+                Ok(())
+            },
+        )?;
         let secs = start.elapsed().as_secs_f64();
-        anyhow::ensure!(items == a.rows as u64 && stats.rows == a.rows as u64, "lost rows");
+        anyhow::ensure!(
+            items == a.rows as u64 && stats.rows == a.rows as u64,
+            "lost rows"
+        );
         let rate = stats.rows as f64 / secs;
         eprintln!(
             "round {round}: {} rows in {secs:.2} s = {rate:.0} rows/s ({:.1} MB/s gzip in, {} key bytes)",

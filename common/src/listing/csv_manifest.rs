@@ -6,11 +6,11 @@
 //! naming the file and line. One manifest may name several buckets: each key
 //! carries its own source.
 
-use std::collections::HashMap;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -29,12 +29,14 @@ pub type RowEmit = Arc<dyn Fn(&Arc<str>, KeyItem) -> Result<()> + Send + Sync>;
 
 /// Read manifest rows, calling `emit` for each selected key in file order.
 /// `name` names the file in errors (with `:line`). `only_bucket`: rows must
-/// name this bucket. Returns the rows read.
+/// name this bucket. Returns the rows read; `rows_read` (if given) counts them
+/// as they are read, for progress.
 pub fn read_rows<R: Read>(
     reader: R,
     name: &str,
     only_bucket: Option<&str>,
     selector: &Selector,
+    rows_read: Option<&AtomicU64>,
     emit: &mut dyn FnMut(&Arc<str>, KeyItem) -> Result<()>,
 ) -> Result<u64> {
     // Line by line (fields are URL-encoded, so a row never spans lines): exact
@@ -47,7 +49,10 @@ pub fn read_rows<R: Read>(
     loop {
         buf.clear();
         let n = input.read_until(b'\n', &mut buf).map_err(|e| {
-            Error::input(format!("{name}:{}", line + 1), format!("cannot read the CSV manifest: {e}"))
+            Error::input(
+                format!("{name}:{}", line + 1),
+                format!("cannot read the CSV manifest: {e}"),
+            )
         })?;
         if n == 0 {
             break;
@@ -56,16 +61,26 @@ pub fn read_rows<R: Read>(
         let at = || format!("{name}:{line}");
         let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
         let text = text.strip_suffix(b"\r").unwrap_or(text);
-        let text = if line == 1 { text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text) } else { text };
+        let text = if line == 1 {
+            text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text)
+        } else {
+            text
+        };
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         rows += 1;
+        if let Some(r) = rows_read {
+            r.fetch_add(1, Ordering::Relaxed);
+        }
         let rec = split_fields(text).ok_or_else(|| Error::input(at(), "unbalanced quotes"))?;
         if rec.len() != 2 && rec.len() != 3 {
             return Err(Error::input(
                 at(),
-                format!("row has {} columns; a CSV manifest row is bucket,key[,version_id]", rec.len()),
+                format!(
+                    "row has {} columns; a CSV manifest row is bucket,key[,version_id]",
+                    rec.len()
+                ),
             ));
         }
         let source = match sources.get(rec[0].as_ref()) {
@@ -75,7 +90,10 @@ pub fn read_rows<R: Read>(
                     .map_err(|_| Error::input(at(), "bucket is not UTF-8"))?
                     .trim();
                 if bucket.starts_with("s3://") || bucket.contains('/') {
-                    return Err(Error::input(at(), format!("`{bucket}` is not a bucket name")));
+                    return Err(Error::input(
+                        at(),
+                        format!("`{bucket}` is not a bucket name"),
+                    ));
                 }
                 let loc = Location::parse(bucket, &at())?;
                 if let Some(only) = only_bucket {
@@ -98,12 +116,21 @@ pub fn read_rows<R: Read>(
             return Err(Error::input(at(), "empty key"));
         }
         if key.len() > super::MAX_KEY_BYTES {
-            return Err(Error::input(at(), format!("key of {} bytes is over S3's 1,024-byte limit", key.len())));
+            return Err(Error::input(
+                at(),
+                format!("key of {} bytes is over S3's 1,024-byte limit", key.len()),
+            ));
         }
-        let c = Candidate { key: &key, ..Candidate::default() };
-        let Some(mut item) = selector.item(&c) else { continue };
+        let c = Candidate {
+            key: &key,
+            ..Candidate::default()
+        };
+        let Some(mut item) = selector.item(&c) else {
+            continue;
+        };
         if rec.len() == 3 && !rec[2].is_empty() {
-            let v = std::str::from_utf8(&rec[2]).map_err(|_| Error::input(at(), "version id is not UTF-8"))?;
+            let v = std::str::from_utf8(&rec[2])
+                .map_err(|_| Error::input(at(), "version id is not UTF-8"))?;
             item.version_id = Some(v.to_string());
         }
         emit(&source, item)?;
@@ -143,7 +170,10 @@ fn split_fields(line: &[u8]) -> Option<Vec<Cow<'_, [u8]>>> {
                 Some(_) => return None,
             }
         } else {
-            let end = line[i..].iter().position(|b| *b == b',').map_or(line.len(), |p| i + p);
+            let end = line[i..]
+                .iter()
+                .position(|b| *b == b',')
+                .map_or(line.len(), |p| i + p);
             fields.push(Cow::Borrowed(&line[i..end]));
             if end == line.len() {
                 return Some(fields);
@@ -156,7 +186,10 @@ fn split_fields(line: &[u8]) -> Option<Vec<Cow<'_, [u8]>>> {
 /// Where the manifest is.
 #[derive(Debug, Clone)]
 enum Place {
-    S3 { store: Arc<dyn ObjectStore>, key: String },
+    S3 {
+        store: Arc<dyn ObjectStore>,
+        key: String,
+    },
     Local(PathBuf),
 }
 
@@ -172,22 +205,29 @@ impl CsvManifest {
     /// A local manifest file.
     pub fn local(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
-        CsvManifest { name: path.display().to_string(), place: Place::Local(path) }
+        CsvManifest {
+            name: path.display().to_string(),
+            place: Place::Local(path),
+        }
     }
 
     /// A manifest object; `store` reads `bucket` with the inventory credentials.
     pub fn s3(store: Arc<dyn ObjectStore>, bucket: &str, key: &str) -> Self {
         CsvManifest {
             name: format!("s3://{bucket}/{key}"),
-            place: Place::S3 { store, key: key.to_string() },
+            place: Place::S3 {
+                store,
+                key: key.to_string(),
+            },
         }
     }
 
     async fn open(&self) -> Result<Box<dyn Read + Send>> {
         match &self.place {
             Place::Local(p) => {
-                let f = std::fs::File::open(p)
-                    .map_err(|e| Error::input(&self.name, format!("cannot open the CSV manifest: {e}")))?;
+                let f = std::fs::File::open(p).map_err(|e| {
+                    Error::input(&self.name, format!("cannot open the CSV manifest: {e}"))
+                })?;
                 Ok(Box::new(f))
             }
             Place::S3 { store, key } => {
@@ -216,12 +256,15 @@ impl CsvManifest {
         let reader = self.open().await?;
         let name = self.name.clone();
         tokio::task::spawn_blocking(move || {
-            let rows = read_rows(reader, &name, only_bucket.as_deref(), &selector, &mut |s, item| {
-                if let Some(st) = &stats {
-                    st.seen.fetch_add(1, Ordering::Relaxed);
-                }
-                emit(s, item)
-            })?;
+            let seen = stats.as_ref().map(|s| &s.seen);
+            let rows = read_rows(
+                reader,
+                &name,
+                only_bucket.as_deref(),
+                &selector,
+                seen,
+                &mut |s, item| emit(s, item),
+            )?;
             if let Some(st) = &stats {
                 st.pages.fetch_add(1, Ordering::Relaxed);
             }
@@ -246,18 +289,29 @@ impl CsvManifest {
         let t2 = tracker.clone();
         let emit: RowEmit = Arc::new(move |source: &Arc<str>, item: KeyItem| {
             if cancel.is_cancelled() {
-                return Err(Error::new(ErrorKind::Permanent, "Stopped", "", "the pipeline stopped"));
+                return Err(Error::new(
+                    ErrorKind::Permanent,
+                    "Stopped",
+                    "",
+                    "the pipeline stopped",
+                ));
             }
             let mut t = t2.lock().expect("tracker lock");
             t.scratch.clear();
             t.scratch.push_str(&item.key);
-            let found = Found { source: source.clone(), item };
-            tx.blocking_send(found)
-                .map_err(|_| Error::new(ErrorKind::Permanent, "Stopped", "", "the pipeline stopped"))?;
+            let found = Found {
+                source: source.clone(),
+                item,
+            };
+            tx.blocking_send(found).map_err(|_| {
+                Error::new(ErrorKind::Permanent, "Stopped", "", "the pipeline stopped")
+            })?;
             t.commit(source);
             Ok(())
         });
-        let result = self.for_each(only_bucket, selector, Some(stats), emit).await;
+        let result = self
+            .for_each(only_bucket, selector, Some(stats), emit)
+            .await;
         let resume = tracker.lock().expect("tracker lock").resume();
         finish(result.map(|_| ()), resume)
     }
@@ -296,7 +350,7 @@ mod tests {
     fn run(text: &str, only: Option<&str>, spec: FilterSpec) -> Result<Vec<(String, KeyItem)>> {
         let sel = Selector::new(KeyFilter::new(spec).unwrap(), KeyMap::default());
         let mut out = Vec::new();
-        read_rows(text.as_bytes(), "/m.csv", only, &sel, &mut |s, i| {
+        read_rows(text.as_bytes(), "/m.csv", only, &sel, None, &mut |s, i| {
             out.push((s.to_string(), i));
             Ok(())
         })?;
@@ -307,17 +361,31 @@ mod tests {
     fn reads_rows_of_several_buckets_with_rfc3986_keys() {
         let text = "\u{FEFF}src-a,a%20b+c%2Bd,\r\nsrc-a,\"dir/%C3%BC\",v7\n\nsrc-b,plain";
         let rows = run(text, None, FilterSpec::default()).unwrap();
-        let got: Vec<_> = rows.iter().map(|(s, i)| (s.as_str(), i.key.as_str(), i.version_id.as_deref())).collect();
+        let got: Vec<_> = rows
+            .iter()
+            .map(|(s, i)| (s.as_str(), i.key.as_str(), i.version_id.as_deref()))
+            .collect();
         assert_eq!(
             got,
-            [("s3://src-a", "a b+c+d", None), ("s3://src-a", "dir/ü", Some("v7")), ("s3://src-b", "plain", None)]
+            [
+                ("s3://src-a", "a b+c+d", None),
+                ("s3://src-a", "dir/ü", Some("v7")),
+                ("s3://src-b", "plain", None)
+            ]
         );
     }
 
     #[test]
     fn filters_apply_and_bad_rows_name_the_line() {
-        let rows = run("b-1,x/1\nb-1,y/2\n", None, FilterSpec { prefix: "y/".into(), ..FilterSpec::default() })
-            .unwrap();
+        let rows = run(
+            "b-1,x/1\nb-1,y/2\n",
+            None,
+            FilterSpec {
+                prefix: "y/".into(),
+                ..FilterSpec::default()
+            },
+        )
+        .unwrap();
         assert_eq!(rows.len(), 1);
         for (text, only, line, why) in [
             ("b-1,k\nb-1\n", None, ":2", "1 columns"),
@@ -329,13 +397,22 @@ mod tests {
         ] {
             let e = run(text, only, FilterSpec::default()).unwrap_err();
             let s = e.to_string();
-            assert!(s.contains(&format!("/m.csv{line}")) && s.contains(why), "{text}: {s}");
+            assert!(
+                s.contains(&format!("/m.csv{line}")) && s.contains(why),
+                "{text}: {s}"
+            );
         }
     }
 
     #[test]
     fn splits_quoted_fields() {
-        let f = |s: &str| split_fields(s.as_bytes()).map(|v| v.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect::<Vec<_>>());
+        let f = |s: &str| {
+            split_fields(s.as_bytes()).map(|v| {
+                v.iter()
+                    .map(|x| String::from_utf8_lossy(x).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
         assert_eq!(f("a,b").unwrap(), ["a", "b"]);
         assert_eq!(f("a,\"b,\"\"c\"\"\",").unwrap(), ["a", "b,\"c\"", ""]);
         assert_eq!(f("\"\"").unwrap(), [""]);

@@ -174,7 +174,9 @@ impl KeyFilter {
             if lo > hi {
                 return Err(Error::input(
                     "--min-size",
-                    format!("--min-size {lo} is larger than --max-size {hi}: nothing would be sent"),
+                    format!(
+                        "--min-size {lo} is larger than --max-size {hi}: nothing would be sent"
+                    ),
                 ));
             }
         }
@@ -186,7 +188,11 @@ impl KeyFilter {
                 ));
             }
         }
-        Ok(KeyFilter { spec, include, exclude })
+        Ok(KeyFilter {
+            spec,
+            include,
+            exclude,
+        })
     }
 
     /// The rules as given.
@@ -206,10 +212,22 @@ impl KeyFilter {
         let missing = [
             ("--min-size", s.min_size.is_some() && !sizes, "object sizes"),
             ("--max-size", s.max_size.is_some() && !sizes, "object sizes"),
-            ("--modified-since", s.modified_since.is_some() && !dates, "last-modified dates"),
-            ("--not-modified-since", s.not_modified_since.is_some() && !dates, "last-modified dates"),
             (
-                if matches!(s.owner, Some(OwnerRule::IsNot(_))) { "--no-owner" } else { "--owner" },
+                "--modified-since",
+                s.modified_since.is_some() && !dates,
+                "last-modified dates",
+            ),
+            (
+                "--not-modified-since",
+                s.not_modified_since.is_some() && !dates,
+                "last-modified dates",
+            ),
+            (
+                if matches!(s.owner, Some(OwnerRule::IsNot(_))) {
+                    "--no-owner"
+                } else {
+                    "--owner"
+                },
                 s.owner.is_some() && !owners,
                 "object owners",
             ),
@@ -357,7 +375,10 @@ mod tests {
     }
 
     fn key(k: &str) -> Candidate<'_> {
-        Candidate { key: k, ..Candidate::default() }
+        Candidate {
+            key: k,
+            ..Candidate::default()
+        }
     }
 
     #[test]
@@ -371,8 +392,11 @@ mod tests {
         assert_eq!(f.check(&key("docs/x/y.txt")), None);
         assert_eq!(f.check(&key("a/b/c.png")), Some(Skip::Include));
         assert_eq!(f.check(&key("a/tmp/c.jpg")), Some(Skip::Exclude));
-        let e = KeyFilter::new(FilterSpec { include: vec!["a[".into()], ..FilterSpec::default() })
-            .unwrap_err();
+        let e = KeyFilter::new(FilterSpec {
+            include: vec!["a[".into()],
+            ..FilterSpec::default()
+        })
+        .unwrap_err();
         assert!(e.to_string().contains("--include"), "{e}");
     }
 
@@ -387,24 +411,46 @@ mod tests {
             not_modified_since: Some(t1),
             ..FilterSpec::default()
         });
-        let c = |size, lm| Candidate { key: "k", size: Some(size), last_modified: Some(lm), ..Candidate::default() };
+        let c = |size, lm| Candidate {
+            key: "k",
+            size: Some(size),
+            last_modified: Some(lm),
+            ..Candidate::default()
+        };
         assert_eq!(f.check(&c(10, t0)), None);
         assert_eq!(f.check(&c(20, t0)), None);
         assert_eq!(f.check(&c(9, t0)), Some(Skip::MinSize));
         assert_eq!(f.check(&c(21, t0)), Some(Skip::MaxSize));
         assert_eq!(f.check(&c(15, t1)), Some(Skip::NotModifiedSince));
-        assert_eq!(f.check(&c(15, t0 - chrono::Duration::seconds(1))), Some(Skip::ModifiedSince));
+        assert_eq!(
+            f.check(&c(15, t0 - chrono::Duration::seconds(1))),
+            Some(Skip::ModifiedSince)
+        );
         // Unknown facts pass (sources that lack them are refused by `require`).
         assert_eq!(f.check(&key("k")), None);
         let e = f.require("a CSV manifest", false, true, true).unwrap_err();
-        assert!(e.to_string().contains("--min-size") && e.to_string().contains("CSV manifest"), "{e}");
+        assert!(
+            e.to_string().contains("--min-size") && e.to_string().contains("CSV manifest"),
+            "{e}"
+        );
     }
 
     #[test]
     fn owner_rules_follow_the_seed() {
-        let is = filter(FilterSpec { owner: Some(OwnerRule::Is("alice".into())), ..FilterSpec::default() });
-        let not = filter(FilterSpec { owner: Some(OwnerRule::IsNot("alice".into())), ..FilterSpec::default() });
-        let by = |id| Candidate { key: "k", owner_id: Some(id), owner_name: Some("Alice Doe"), ..Candidate::default() };
+        let is = filter(FilterSpec {
+            owner: Some(OwnerRule::Is("alice".into())),
+            ..FilterSpec::default()
+        });
+        let not = filter(FilterSpec {
+            owner: Some(OwnerRule::IsNot("alice".into())),
+            ..FilterSpec::default()
+        });
+        let by = |id| Candidate {
+            key: "k",
+            owner_id: Some(id),
+            owner_name: Some("Alice Doe"),
+            ..Candidate::default()
+        };
         assert_eq!(is.check(&by("alice")), None);
         assert_eq!(is.check(&by("bob")), Some(Skip::Owner));
         assert_eq!(not.check(&by("alice")), Some(Skip::Owner));
@@ -444,13 +490,19 @@ mod tests {
             assert!(e.to_string().contains("--max-size"), "{bad}: {e}");
         }
         assert_eq!(
-            parse_time("2024-05-01T12:00:00+02:00", "--modified-since").unwrap().to_rfc3339(),
+            parse_time("2024-05-01T12:00:00+02:00", "--modified-since")
+                .unwrap()
+                .to_rfc3339(),
             "2024-05-01T10:00:00+00:00"
         );
         let e = parse_time("yesterday", "--not-modified-since").unwrap_err();
         assert!(e.to_string().contains("--not-modified-since"), "{e}");
-        let e = KeyFilter::new(FilterSpec { min_size: Some(5), max_size: Some(4), ..FilterSpec::default() })
-            .unwrap_err();
+        let e = KeyFilter::new(FilterSpec {
+            min_size: Some(5),
+            max_size: Some(4),
+            ..FilterSpec::default()
+        })
+        .unwrap_err();
         assert!(e.to_string().contains("--min-size"), "{e}");
     }
 }

@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -105,7 +105,10 @@ pub fn parse_manifest(bytes: &[u8], subject: &str) -> Result<Manifest> {
             .map(|f| DataFile {
                 key: f.key,
                 size: f.size,
-                md5: f.md5.map(|m| m.trim().to_ascii_lowercase()).filter(|m| !m.is_empty()),
+                md5: f
+                    .md5
+                    .map(|m| m.trim().to_ascii_lowercase())
+                    .filter(|m| !m.is_empty()),
             })
             .collect(),
     })
@@ -130,8 +133,12 @@ impl Schema {
     pub fn parse(file_schema: &str, subject: &str) -> Result<Self> {
         let names: Vec<&str> = file_schema.split(',').map(str::trim).collect();
         let find = |n: &str| names.iter().position(|x| x.eq_ignore_ascii_case(n));
-        let key = find("Key")
-            .ok_or_else(|| Error::input(subject, format!("fileSchema `{file_schema}` has no Key column")))?;
+        let key = find("Key").ok_or_else(|| {
+            Error::input(
+                subject,
+                format!("fileSchema `{file_schema}` has no Key column"),
+            )
+        })?;
         Ok(Schema {
             columns: names.len(),
             key,
@@ -199,18 +206,25 @@ impl<R: Read> Read for Hashing<R> {
 /// order; verify the compressed bytes against `file`'s MD5 and size at the end.
 /// `name` (`s3://bucket/key` or a path) names the file in errors, with the
 /// line number for a bad row. `emit` may stop the read by returning an error.
+/// `rows_read` (if given) counts rows as they are read, for progress.
 pub fn read_data_file<R: Read>(
     reader: R,
     name: &str,
     file: &DataFile,
     schema: &Schema,
     selector: &Selector,
+    rows_read: Option<&AtomicU64>,
     emit: &mut dyn FnMut(crate::message::KeyItem) -> Result<()>,
 ) -> Result<FileStats> {
-    let mut hashing = Hashing { inner: reader, md5: Md5::new(), bytes: 0 };
+    let mut hashing = Hashing {
+        inner: reader,
+        md5: Md5::new(),
+        bytes: 0,
+    };
     let mut rows = 0u64;
     {
-        let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, &mut hashing));
+        let gz =
+            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, &mut hashing));
         let mut csv = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -229,15 +243,25 @@ pub fn read_data_file<R: Read>(
                     } else {
                         "bad CSV"
                     };
-                    return Err(Error::input(format!("{name}:{line}"), format!("{what}: {e}")));
+                    return Err(Error::input(
+                        format!("{name}:{line}"),
+                        format!("{what}: {e}"),
+                    ));
                 }
             }
             rows += 1;
+            if let Some(r) = rows_read {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
             let line = rec.position().map_or(rows, |p| p.line());
             if rec.len() != schema.columns {
                 return Err(Error::input(
                     format!("{name}:{line}"),
-                    format!("row has {} columns, fileSchema has {}", rec.len(), schema.columns),
+                    format!(
+                        "row has {} columns, fileSchema has {}",
+                        rec.len(),
+                        schema.columns
+                    ),
                 ));
             }
             if let Some(item) = row_item(&rec, schema, selector, &mut storage_class)
@@ -268,11 +292,17 @@ pub fn read_data_file<R: Read>(
                 ErrorKind::Input,
                 "SizeMismatch",
                 name,
-                format!("data file has {} bytes, the manifest says {want}", hashing.bytes),
+                format!(
+                    "data file has {} bytes, the manifest says {want}",
+                    hashing.bytes
+                ),
             ));
         }
     }
-    Ok(FileStats { rows, compressed_bytes: hashing.bytes })
+    Ok(FileStats {
+        rows,
+        compressed_bytes: hashing.bytes,
+    })
 }
 
 /// One row to a [`crate::message::KeyItem`], or `None` when it is skipped
@@ -299,13 +329,19 @@ fn row_item(
     }
     let raw_key = &rec[schema.key];
     let key = decode_form(raw_key).ok_or_else(|| {
-        format!("key `{}` is not valid URL-encoded UTF-8", String::from_utf8_lossy(raw_key))
+        format!(
+            "key `{}` is not valid URL-encoded UTF-8",
+            String::from_utf8_lossy(raw_key)
+        )
     })?;
     if key.is_empty() {
         return Err("empty key".to_string());
     }
     let size = text(schema.size, "Size")?
-        .map(|s| s.parse::<u64>().map_err(|_| format!("Size `{s}` is not a number")))
+        .map(|s| {
+            s.parse::<u64>()
+                .map_err(|_| format!("Size `{s}` is not a number"))
+        })
         .transpose()?;
     let last_modified = text(schema.last_modified, "LastModifiedDate")?
         .map(|s| {
@@ -314,12 +350,22 @@ fn row_item(
                 .map_err(|_| format!("LastModifiedDate `{s}` is not an RFC 3339 date"))
         })
         .transpose()?;
-    let c = Candidate { key: &key, size, last_modified, owner_id: None, owner_name: None };
+    let c = Candidate {
+        key: &key,
+        size,
+        last_modified,
+        owner_id: None,
+        owner_name: None,
+    };
     let Some(mut item) = selector.item(&c) else {
         return Ok(None);
     };
     if let Some(e) = text(schema.etag, "ETag")? {
-        item.etag = Some(if e.starts_with('"') { e.to_string() } else { format!("\"{e}\"") });
+        item.etag = Some(if e.starts_with('"') {
+            e.to_string()
+        } else {
+            format!("\"{e}\"")
+        });
     }
     if let Some(sc) = text(schema.storage_class, "StorageClass")? {
         if storage_class.as_deref() != Some(sc) {
@@ -334,8 +380,13 @@ fn row_item(
 /// Where the manifest was found.
 #[derive(Debug, Clone)]
 enum Place {
-    S3 { store: Arc<dyn ObjectStore>, bucket: String },
-    Local { dir: PathBuf },
+    S3 {
+        store: Arc<dyn ObjectStore>,
+        bucket: String,
+    },
+    Local {
+        dir: PathBuf,
+    },
 }
 
 /// An opened inventory: the manifest, its schema, and where its files are.
@@ -366,7 +417,10 @@ impl Inventory {
             manifest,
             schema,
             manifest_name: name,
-            place: Place::S3 { store, bucket: bucket.to_string() },
+            place: Place::S3 {
+                store,
+                bucket: bucket.to_string(),
+            },
         })
     }
 
@@ -383,7 +437,12 @@ impl Inventory {
         let manifest = parse_manifest(&bytes, &name)?;
         let schema = Schema::parse(&manifest.file_schema, &name)?;
         let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(Inventory { manifest, schema, manifest_name: name, place: Place::Local { dir } })
+        Ok(Inventory {
+            manifest,
+            schema,
+            manifest_name: name,
+            place: Place::Local { dir },
+        })
     }
 
     /// How a data file is named in errors.
@@ -430,15 +489,20 @@ impl Inventory {
             let (file, schema, sel) = (f.clone(), self.schema.clone(), selector.clone());
             let (stats2, emit2) = (stats.clone(), emit.clone());
             let read = tokio::task::spawn_blocking(move || {
-                read_data_file(reader, &name, &file, &schema, &sel, &mut |item| {
-                    if let Some(s) = &stats2 {
-                        s.seen.fetch_add(1, Ordering::Relaxed);
-                    }
+                let seen = stats2.as_ref().map(|s| &s.seen);
+                read_data_file(reader, &name, &file, &schema, &sel, seen, &mut |item| {
                     emit2(item)
                 })
             })
             .await
-            .map_err(|e| Error::new(ErrorKind::Permanent, "Panic", self.file_name(f), e.to_string()))??;
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Permanent,
+                    "Panic",
+                    self.file_name(f),
+                    e.to_string(),
+                )
+            })??;
             rows += read.rows;
             if let Some(s) = &stats {
                 s.pages.fetch_add(1, Ordering::Relaxed);
@@ -484,7 +548,11 @@ pub(crate) fn sending_emit(
         let mut t = tracker.lock().expect("tracker lock");
         t.scratch.clear();
         t.scratch.push_str(&item.key);
-        tx.blocking_send(Found { source: source.clone(), item }).map_err(|_| stopped())?;
+        tx.blocking_send(Found {
+            source: source.clone(),
+            item,
+        })
+        .map_err(|_| stopped())?;
         t.commit();
         Ok(())
     })
@@ -494,8 +562,14 @@ pub(crate) fn sending_emit(
 pub(crate) fn finish(result: Result<()>, resume: super::ResumeAfter) -> SourceEnd {
     match result {
         Ok(()) => SourceEnd::default(),
-        Err(e) if e.class == "Stopped" => SourceEnd { error: None, unfinished: Some(resume) },
-        Err(e) => SourceEnd { error: Some(e), unfinished: Some(resume) },
+        Err(e) if e.class == "Stopped" => SourceEnd {
+            error: None,
+            unfinished: Some(resume),
+        },
+        Err(e) => SourceEnd {
+            error: Some(e),
+            unfinished: Some(resume),
+        },
     }
 }
 
@@ -556,13 +630,26 @@ async fn read_all(store: &dyn ObjectStore, key: &str, name: &str) -> Result<Vec<
 
 /// The greatest key ending in `manifest.json` under `prefix` (date folders
 /// sort by time, so that is the newest inventory).
-async fn newest_manifest_key(store: &dyn ObjectStore, bucket: &str, prefix: &str) -> Result<String> {
+async fn newest_manifest_key(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    prefix: &str,
+) -> Result<String> {
     let mut best: Option<String> = None;
-    let mut req = ListRequest { prefix: prefix.to_string(), ..ListRequest::default() };
+    let mut req = ListRequest {
+        prefix: prefix.to_string(),
+        ..ListRequest::default()
+    };
     loop {
         let page = store.list_page(&req).await.map_err(|e| {
             let msg = format!("cannot list the manifest location: {}", e.message);
-            Error::new(e.kind, e.class.clone(), format!("s3://{bucket}/{prefix}"), msg).with_source(e)
+            Error::new(
+                e.kind,
+                e.class.clone(),
+                format!("s3://{bucket}/{prefix}"),
+                msg,
+            )
+            .with_source(e)
         })?;
         for o in page.objects {
             if o.key.ends_with("manifest.json") && best.as_ref().is_none_or(|b| o.key > *b) {
@@ -604,9 +691,17 @@ fn newest_local_manifest(dir: &Path) -> Result<PathBuf> {
     }
     let mut best = None;
     walk(dir, &mut best, 0).map_err(|e| {
-        Error::input(dir.display().to_string(), format!("cannot read the manifest directory: {e}"))
+        Error::input(
+            dir.display().to_string(),
+            format!("cannot read the manifest directory: {e}"),
+        )
     })?;
-    best.ok_or_else(|| Error::input(dir.display().to_string(), "no manifest.json under this directory"))
+    best.ok_or_else(|| {
+        Error::input(
+            dir.display().to_string(),
+            "no manifest.json under this directory",
+        )
+    })
 }
 
 /// `<ancestor>/<key>` for the nearest ancestor of `dir` where it exists, else
@@ -638,16 +733,27 @@ mod tests {
     }
 
     fn selector() -> Selector {
-        Selector::new(KeyFilter::new(FilterSpec::default()).unwrap(), KeyMap::default())
+        Selector::new(
+            KeyFilter::new(FilterSpec::default()).unwrap(),
+            KeyMap::default(),
+        )
     }
 
     fn read(data: &[u8], file: &DataFile, sel: &Selector) -> Result<Vec<crate::message::KeyItem>> {
         let schema = Schema::parse(SCHEMA, "m").unwrap();
         let mut out = Vec::new();
-        read_data_file(data, "s3://inv/data/1.csv.gz", file, &schema, sel, &mut |i| {
-            out.push(i);
-            Ok(())
-        })?;
+        read_data_file(
+            data,
+            "s3://inv/data/1.csv.gz",
+            file,
+            &schema,
+            sel,
+            None,
+            &mut |i| {
+                out.push(i);
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 
@@ -674,14 +780,23 @@ mod tests {
         let m = parse_manifest(json.as_bytes(), "m.json").unwrap();
         assert_eq!(m.source_bucket, "example-source-bucket");
         assert_eq!(m.destination_bucket, "example-inventory-destination-bucket");
-        assert_eq!(m.files[0].md5.as_deref(), Some("f11166069f1990abeb9c97ace9cdfabc"));
+        assert_eq!(
+            m.files[0].md5.as_deref(),
+            Some("f11166069f1990abeb9c97ace9cdfabc")
+        );
         let s = Schema::parse(&m.file_schema, "m.json").unwrap();
-        assert_eq!((s.columns, s.key, s.size, s.storage_class), (9, 1, Some(5), Some(8)));
+        assert_eq!(
+            (s.columns, s.key, s.size, s.storage_class),
+            (9, 1, Some(5), Some(8))
+        );
 
         for fmt in ["ORC", "Parquet"] {
             let bad = json.replace("\"CSV\"", &format!("\"{fmt}\""));
             let e = parse_manifest(bad.as_bytes(), "s3://inv/m.json").unwrap_err();
-            assert!(e.to_string().contains(fmt) && e.to_string().contains("s3://inv/m.json"), "{e}");
+            assert!(
+                e.to_string().contains(fmt) && e.to_string().contains("s3://inv/m.json"),
+                "{e}"
+            );
         }
         let e = parse_manifest(b"{not json", "x/manifest.json").unwrap_err();
         assert!(e.to_string().contains("x/manifest.json"), "{e}");
@@ -715,10 +830,19 @@ mod tests {
         assert_eq!(items[0].size, Some(12));
         assert_eq!(items[0].etag.as_deref(), Some("\"0123abcd\""));
         assert_eq!(items[0].version_id.as_deref(), Some("v1"));
-        assert_eq!(items[0].last_modified.unwrap().to_rfc3339(), "2024-01-02T03:04:05+00:00");
+        assert_eq!(
+            items[0].last_modified.unwrap().to_rfc3339(),
+            "2024-01-02T03:04:05+00:00"
+        );
         assert_eq!(items[1].storage_class.as_deref(), Some("GLACIER"));
         assert_eq!(items[1].version_id, None);
-        assert_eq!((sel.counts.get(Skip::NotLatest), sel.counts.get(Skip::DeleteMarker)), (1, 1));
+        assert_eq!(
+            (
+                sel.counts.get(Skip::NotLatest),
+                sel.counts.get(Skip::DeleteMarker)
+            ),
+            (1, 1)
+        );
     }
 
     #[test]
@@ -736,12 +860,20 @@ mod tests {
         assert_eq!(e.class, "ChecksumMismatch");
         assert!(e.to_string().contains("s3://inv/data/1.csv.gz"), "{e}");
 
-        let e = read(b"not gzip at all", &file_for(b"not gzip at all"), &selector()).unwrap_err();
+        let e = read(
+            b"not gzip at all",
+            &file_for(b"not gzip at all"),
+            &selector(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("s3://inv/data/1.csv.gz"), "{e}");
 
         let data = gz(&good.replace("\"1\"", "\"one\""));
         let e = read(&data, &file_for(&data), &selector()).unwrap_err();
-        assert!(e.to_string().contains(":1") && e.to_string().contains("Size"), "{e}");
+        assert!(
+            e.to_string().contains(":1") && e.to_string().contains("Size"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -762,12 +894,21 @@ mod tests {
         std::fs::create_dir_all(&mdir).unwrap();
         std::fs::create_dir_all(dir.path().join("src/cfg/data")).unwrap();
         std::fs::write(dir.path().join("src/cfg/data/x.csv.gz"), b"").unwrap();
-        assert_eq!(local_data_path(&mdir, "src/cfg/data/x.csv.gz"), dir.path().join("src/cfg/data/x.csv.gz"));
-        assert_eq!(local_data_path(&mdir, "elsewhere/y.csv.gz"), mdir.join("y.csv.gz"));
+        assert_eq!(
+            local_data_path(&mdir, "src/cfg/data/x.csv.gz"),
+            dir.path().join("src/cfg/data/x.csv.gz")
+        );
+        assert_eq!(
+            local_data_path(&mdir, "elsewhere/y.csv.gz"),
+            mdir.join("y.csv.gz")
+        );
         std::fs::write(mdir.join("manifest.json"), b"{}").unwrap();
         let older = dir.path().join("src/cfg/2023-01-01T00-00Z");
         std::fs::create_dir_all(&older).unwrap();
         std::fs::write(older.join("manifest.json"), b"{}").unwrap();
-        assert_eq!(newest_local_manifest(dir.path()).unwrap(), mdir.join("manifest.json"));
+        assert_eq!(
+            newest_local_manifest(dir.path()).unwrap(),
+            mdir.join("manifest.json")
+        );
     }
 }

@@ -46,7 +46,10 @@ pub struct KeyMap {
 impl KeyMap {
     /// `target_prefix: None` keeps keys unchanged.
     pub fn new(source_prefix: impl Into<String>, target_prefix: Option<String>) -> Self {
-        KeyMap { source_prefix: source_prefix.into(), target_prefix }
+        KeyMap {
+            source_prefix: source_prefix.into(),
+            target_prefix,
+        }
     }
 
     /// The target key when it differs from `key`.
@@ -72,7 +75,11 @@ pub struct Selector {
 impl Selector {
     /// A selector with fresh counters.
     pub fn new(filter: KeyFilter, map: KeyMap) -> Self {
-        Selector { filter, map, counts: Arc::new(SkipCounts::default()) }
+        Selector {
+            filter,
+            map,
+            counts: Arc::new(SkipCounts::default()),
+        }
     }
 
     /// The same rules with separate counters (for a counting pre-pass).
@@ -93,7 +100,11 @@ impl Selector {
         let target_key = self.map.target_key(c.key);
         if let Some(t) = &target_key {
             if t.len() > MAX_KEY_BYTES {
-                tracing::warn!(key = c.key, target_bytes = t.len(), "target key over 1,024 bytes: skipped");
+                tracing::warn!(
+                    key = c.key,
+                    target_bytes = t.len(),
+                    "target key over 1,024 bytes: skipped"
+                );
                 self.counts.add(Skip::TargetKeyTooLong);
                 return None;
             }
@@ -122,7 +133,12 @@ pub struct BlockingRead {
 impl BlockingRead {
     /// Wrap a stream; captures the current runtime.
     pub fn new(stream: ByteStream) -> Self {
-        BlockingRead { stream, buf: Bytes::new(), handle: tokio::runtime::Handle::current(), done: false }
+        BlockingRead {
+            stream,
+            buf: Bytes::new(),
+            handle: tokio::runtime::Handle::current(),
+            done: false,
+        }
     }
 }
 
@@ -182,8 +198,14 @@ mod tests {
     #[test]
     fn target_prefix_replaces_the_source_prefix() {
         let m = KeyMap::new("logs/", Some("archive/2024/".into()));
-        assert_eq!(m.target_key("logs/a.gz").as_deref(), Some("archive/2024/a.gz"));
-        assert_eq!(m.target_key("other/b").as_deref(), Some("archive/2024/other/b"));
+        assert_eq!(
+            m.target_key("logs/a.gz").as_deref(),
+            Some("archive/2024/a.gz")
+        );
+        assert_eq!(
+            m.target_key("other/b").as_deref(),
+            Some("archive/2024/other/b")
+        );
         let m = KeyMap::new("", Some("new/".into()));
         assert_eq!(m.target_key("x").as_deref(), Some("new/x"));
         assert_eq!(KeyMap::new("a/", None).target_key("a/x"), None);
@@ -194,10 +216,24 @@ mod tests {
     fn selector_builds_items_and_skips_long_targets() {
         let f = KeyFilter::new(FilterSpec::default()).unwrap();
         let s = Selector::new(f, KeyMap::new("", Some("p/".into())));
-        let it = s.item(&Candidate { key: "k", size: Some(3), ..Candidate::default() }).unwrap();
-        assert_eq!((it.key.as_str(), it.target_key(), it.size), ("k", "p/k", Some(3)));
+        let it = s
+            .item(&Candidate {
+                key: "k",
+                size: Some(3),
+                ..Candidate::default()
+            })
+            .unwrap();
+        assert_eq!(
+            (it.key.as_str(), it.target_key(), it.size),
+            ("k", "p/k", Some(3))
+        );
         let long = "x".repeat(MAX_KEY_BYTES);
-        assert!(s.item(&Candidate { key: &long, ..Candidate::default() }).is_none());
+        assert!(s
+            .item(&Candidate {
+                key: &long,
+                ..Candidate::default()
+            })
+            .is_none());
         assert_eq!(s.counts.get(Skip::TargetKeyTooLong), 1);
         assert_eq!(s.with_fresh_counts().counts.get(Skip::TargetKeyTooLong), 0);
     }
@@ -207,7 +243,9 @@ mod tests {
         use std::io::Read;
         let chunks = vec![Ok(Bytes::from_static(b"ab")), Ok(Bytes::from_static(b"cd"))];
         // `unfold` panics when polled after its end, as the S3 body stream may.
-        let stream = futures::stream::unfold(chunks.into_iter(), |mut it| async move { it.next().map(|c| (c, it)) });
+        let stream = futures::stream::unfold(chunks.into_iter(), |mut it| async move {
+            it.next().map(|c| (c, it))
+        });
         let mut r = BlockingRead::new(Box::pin(stream));
         let out = tokio::task::spawn_blocking(move || {
             let mut s = Vec::new();

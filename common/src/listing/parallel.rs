@@ -110,7 +110,15 @@ pub struct Range {
 
 impl Range {
     fn new(prefix: String, mode: Mode, after: Option<String>, until: Option<String>) -> Self {
-        Range { prefix, mode, after, until, token: None, pages: 0, first: None }
+        Range {
+            prefix,
+            mode,
+            after,
+            until,
+            token: None,
+            pages: 0,
+            first: None,
+        }
     }
 }
 
@@ -129,7 +137,11 @@ pub fn request(r: &Range, opts: &ListOptions) -> ListRequest {
     ListRequest {
         prefix: r.prefix.clone(),
         delimiter: matches!(r.mode, Mode::Delimited { .. }).then(|| "/".to_string()),
-        start_after: if r.token.is_none() { r.after.clone() } else { None },
+        start_after: if r.token.is_none() {
+            r.after.clone()
+        } else {
+            None
+        },
         continuation: r.token.clone(),
         max_keys: opts.page_size,
         fetch_owner: opts.fetch_owner,
@@ -165,11 +177,21 @@ fn plan_flat(r: Range, page: ListPage, opts: &ListOptions, may_split: bool) -> S
             done = true;
         }
     }
-    let last = emit.last().map(|o| o.key.clone()).or_else(|| r.after.clone());
+    let last = emit
+        .last()
+        .map(|o| o.key.clone())
+        .or_else(|| r.after.clone());
     if done || (last.is_some() && last == r.until) {
-        return Step { emit, spawn: Vec::new(), next: None };
+        return Step {
+            emit,
+            spawn: Vec::new(),
+            next: None,
+        };
     }
-    let first = r.first.clone().or_else(|| emit.first().map(|o| o.key.clone()));
+    let first = r
+        .first
+        .clone()
+        .or_else(|| emit.first().map(|o| o.key.clone()));
     let mut next = Range {
         after: last.clone(),
         token: page.next,
@@ -181,11 +203,22 @@ fn plan_flat(r: Range, page: ListPage, opts: &ListOptions, may_split: bool) -> S
     if may_split && next.pages >= opts.split_after_pages {
         if let Some(last) = &last {
             let first = next.first.as_deref().unwrap_or(last);
-            let points = split_points(&next.prefix, first, last, next.until.as_deref(), opts.fanout);
+            let points = split_points(
+                &next.prefix,
+                first,
+                last,
+                next.until.as_deref(),
+                opts.fanout,
+            );
             if !points.is_empty() {
                 for (i, lo) in points.iter().enumerate() {
                     let hi = points.get(i + 1).cloned().or_else(|| next.until.clone());
-                    spawn.push(Range::new(next.prefix.clone(), Mode::Flat, Some(lo.clone()), hi));
+                    spawn.push(Range::new(
+                        next.prefix.clone(),
+                        Mode::Flat,
+                        Some(lo.clone()),
+                        hi,
+                    ));
                 }
                 next.until = Some(points[0].clone());
                 next.pages = 0;
@@ -193,10 +226,20 @@ fn plan_flat(r: Range, page: ListPage, opts: &ListOptions, may_split: bool) -> S
             }
         }
     }
-    Step { emit, spawn, next: Some(next) }
+    Step {
+        emit,
+        spawn,
+        next: Some(next),
+    }
 }
 
-fn plan_delimited(r: Range, level: u32, page: ListPage, opts: &ListOptions, may_split: bool) -> Step {
+fn plan_delimited(
+    r: Range,
+    level: u32,
+    page: ListPage,
+    opts: &ListOptions,
+    may_split: bool,
+) -> Step {
     let child_mode = if level < opts.depth {
         Mode::Delimited { level: level + 1 }
     } else {
@@ -209,7 +252,11 @@ fn plan_delimited(r: Range, level: u32, page: ListPage, opts: &ListOptions, may_
         .collect();
     let emit = page.objects;
     let Some(token) = page.next else {
-        return Step { emit, spawn, next: None };
+        return Step {
+            emit,
+            spawn,
+            next: None,
+        };
     };
     let last_key = emit.last().map(|o| o.key.clone());
     let last_prefix = page.prefixes.last().cloned();
@@ -220,11 +267,24 @@ fn plan_delimited(r: Range, level: u32, page: ListPage, opts: &ListOptions, may_
     };
     if may_split && ends_on_key && r.pages + 1 >= opts.split_after_pages {
         spawn.push(Range::new(r.prefix.clone(), Mode::Flat, last_key, None));
-        return Step { emit, spawn, next: None };
+        return Step {
+            emit,
+            spawn,
+            next: None,
+        };
     }
     let last_item = std::cmp::max(last_key, last_prefix).or(r.after.clone());
-    let next = Range { after: last_item, token: Some(token), pages: r.pages + 1, ..r };
-    Step { emit, spawn, next: Some(next) }
+    let next = Range {
+        after: last_item,
+        token: Some(token),
+        pages: r.pages + 1,
+        ..r
+    };
+    Step {
+        emit,
+        spawn,
+        next: Some(next),
+    }
 }
 
 /// Candidate characters for split points, in byte order. Keys using other
@@ -258,7 +318,10 @@ pub fn split_points(
     while !last.is_char_boundary(start) {
         start += 1;
     }
-    let mut positions: Vec<usize> = last[start..].char_indices().map(|(i, _)| start + i).collect();
+    let mut positions: Vec<usize> = last[start..]
+        .char_indices()
+        .map(|(i, _)| start + i)
+        .collect();
     positions.push(last.len());
     for i in positions {
         let current = last[i..].chars().next();
@@ -269,7 +332,9 @@ pub fn split_points(
         let picked: Vec<char> = if candidates.len() <= fanout {
             candidates
         } else {
-            (0..fanout).map(|j| candidates[j * candidates.len() / fanout]).collect()
+            (0..fanout)
+                .map(|j| candidates[j * candidates.len() / fanout])
+                .collect()
         };
         let points: Vec<String> = picked
             .into_iter()
@@ -350,7 +415,10 @@ pub async fn list_parallel(
         };
         let Some((id, result)) = done else {
             let resume = resume_point(&stack, &positions);
-            return SourceEnd { error: None, unfinished: Some(resume) };
+            return SourceEnd {
+                error: None,
+                unfinished: Some(resume),
+            };
         };
         match result {
             Ok(step) => {
@@ -362,7 +430,10 @@ pub async fn list_parallel(
             }
             Err(e) => {
                 let resume = resume_point(&stack, &positions);
-                return SourceEnd { error: Some(e), unfinished: Some(resume) };
+                return SourceEnd {
+                    error: Some(e),
+                    unfinished: Some(resume),
+                };
             }
         }
     }
@@ -395,15 +466,24 @@ async fn run_step(
         } else {
             format!("{}/{}", store.describe(), range.prefix)
         };
-        let message = format!("listing prefix `{}`{at} failed: {}", range.prefix, e.message);
+        let message = format!(
+            "listing prefix `{}`{at} failed: {}",
+            range.prefix, e.message
+        );
         Error::new(e.kind, e.class.clone(), subject, message).with_source(e)
     })?;
     walk.stats.pages.fetch_add(1, Ordering::Relaxed);
-    walk.stats.seen.fetch_add(page.objects.len() as u64, Ordering::Relaxed);
+    walk.stats
+        .seen
+        .fetch_add(page.objects.len() as u64, Ordering::Relaxed);
     let (prefix, flat) = (range.prefix.clone(), range.mode == Mode::Flat);
     let mut step = plan_step(range, page, &walk.opts, may_split);
     if !step.spawn.is_empty() {
-        let what = if flat { "range split" } else { "delimited level fanned out" };
+        let what = if flat {
+            "range split"
+        } else {
+            "delimited level fanned out"
+        };
         tracing::debug!(prefix = %prefix, ranges = step.spawn.len(), "{what}");
     }
     for o in std::mem::take(&mut step.emit) {
@@ -414,10 +494,15 @@ async fn run_step(
             owner_id: o.owner_id.as_deref(),
             owner_name: o.owner_name.as_deref(),
         };
-        let Some(mut item) = walk.selector.item(&c) else { continue };
+        let Some(mut item) = walk.selector.item(&c) else {
+            continue;
+        };
         item.etag = o.etag;
         item.storage_class = o.storage_class;
-        let found = Found { source: walk.source.clone(), item };
+        let found = Found {
+            source: walk.source.clone(),
+            item,
+        };
         if tx.send(found).await.is_err() {
             return Err(Error::new(
                 ErrorKind::Permanent,
@@ -436,7 +521,11 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn listed(k: &str) -> Listed {
-        Listed { key: k.to_string(), size: 1, ..Listed::default() }
+        Listed {
+            key: k.to_string(),
+            size: 1,
+            ..Listed::default()
+        }
     }
 
     /// A reference model of ListObjectsV2 over a sorted key set (delimiter,
@@ -458,7 +547,11 @@ mod tests {
             let mut count = 0;
             let mut last_returned = None;
             let mut more = false;
-            for k in self.keys.iter().filter(|k| k.starts_with(&req.prefix) && k.as_str() > start.as_str()) {
+            for k in self
+                .keys
+                .iter()
+                .filter(|k| k.starts_with(&req.prefix) && k.as_str() > start.as_str())
+            {
                 let rest = &k[req.prefix.len()..];
                 let item = match (&req.delimiter, rest.find('/')) {
                     (Some(_), Some(i)) => {
@@ -487,7 +580,11 @@ mod tests {
                     }
                 }
             }
-            ListPage { objects, prefixes, next: if more { last_returned } else { None } }
+            ListPage {
+                objects,
+                prefixes,
+                next: if more { last_returned } else { None },
+            }
         }
 
         /// Run the planner to completion (sequentially, LIFO) and return every emitted key.
@@ -523,8 +620,21 @@ mod tests {
             }
         }
         for k in [
-            "a/", "a//b", "/lead", "sp ace", "plus+sign", "pct%41", "q?x", "h#x", "ü/ñ", "~tilde", "Z",
-            "a/b/", "a/b/c/d/e/f", "n/", "n",
+            "a/",
+            "a//b",
+            "/lead",
+            "sp ace",
+            "plus+sign",
+            "pct%41",
+            "q?x",
+            "h#x",
+            "ü/ñ",
+            "~tilde",
+            "Z",
+            "a/b/",
+            "a/b/c/d/e/f",
+            "n/",
+            "n",
         ] {
             keys.insert(k.to_string());
         }
@@ -540,7 +650,10 @@ mod tests {
             for depth in [0, 1, 2, 3, 5] {
                 for split_after_pages in [1, 2, 100] {
                     for fanout in [1, 2, 16] {
-                        let m = Model { keys: model_keys.clone(), page };
+                        let m = Model {
+                            keys: model_keys.clone(),
+                            page,
+                        };
                         let opts = ListOptions {
                             depth,
                             split_after_pages,
@@ -551,18 +664,51 @@ mod tests {
                         let (mut got, _) = m.walk(&opts);
                         got.sort();
                         let want: Vec<_> = model_keys.iter().cloned().collect();
-                        assert_eq!(got, want, "page {page} depth {depth} split {split_after_pages} fanout {fanout}");
+                        assert_eq!(
+                            got, want,
+                            "page {page} depth {depth} split {split_after_pages} fanout {fanout}"
+                        );
                     }
                 }
             }
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(200))]
+        #[test]
+        fn random_key_sets_are_listed_exactly_once(
+            keys in proptest::collection::btree_set("[ab/é~0-]{1,7}", 0..120),
+            page in 1usize..6,
+            depth in 0u32..4,
+            split_after_pages in 1u32..3,
+            fanout in 1usize..6,
+            max_pending in 0usize..8,
+            prefix in proptest::option::of("[ab/]{1,2}"),
+        ) {
+            let m = Model { keys: keys.clone(), page };
+            let prefix = prefix.unwrap_or_default();
+            let opts = ListOptions { prefix: prefix.clone(), depth, split_after_pages, fanout, max_pending, ..ListOptions::default() };
+            let (mut got, _) = m.walk(&opts);
+            got.sort();
+            let want: Vec<String> = keys.into_iter().filter(|k| k.starts_with(&prefix)).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
     #[test]
     fn prefix_and_start_after_restrict_the_walk() {
         let keys = tricky_keys();
-        let m = Model { keys: keys.clone(), page: 4 };
-        for (prefix, after) in [("n/", None), ("n/1/", Some("n/1/2/")), ("", Some("n/3")), ("flat/", Some("flat/00150.log"))] {
+        let m = Model {
+            keys: keys.clone(),
+            page: 4,
+        };
+        for (prefix, after) in [
+            ("n/", None),
+            ("n/1/", Some("n/1/2/")),
+            ("", Some("n/3")),
+            ("flat/", Some("flat/00150.log")),
+        ] {
             let opts = ListOptions {
                 prefix: prefix.to_string(),
                 start_after: after.map(str::to_string),
@@ -582,13 +728,22 @@ mod tests {
 
     #[test]
     fn flat_prefixes_split_into_parallel_ranges() {
-        let keys: BTreeSet<String> = (0..2000).map(|i| format!("logs/2024-01-{:02}-{i:05}", i % 28 + 1)).collect();
+        let keys: BTreeSet<String> = (0..2000)
+            .map(|i| format!("logs/2024-01-{:02}-{i:05}", i % 28 + 1))
+            .collect();
         let m = Model { keys, page: 10 };
-        let opts = ListOptions { depth: 0, split_after_pages: 2, ..ListOptions::default() };
+        let opts = ListOptions {
+            depth: 0,
+            split_after_pages: 2,
+            ..ListOptions::default()
+        };
         let r = root(&opts);
         let page = m.list(&request(&r, &opts));
         let step = plan_step(r, page, &opts, true);
-        assert!(step.next.is_some() && step.spawn.is_empty(), "first page never splits");
+        assert!(
+            step.next.is_some() && step.spawn.is_empty(),
+            "first page never splits"
+        );
         let r = step.next.unwrap();
         let page = m.list(&request(&r, &opts));
         let step = plan_step(r, page, &opts, true);
@@ -608,19 +763,36 @@ mod tests {
     fn delimited_levels_hand_over_flat_tails() {
         let keys: BTreeSet<String> = (0..50).map(|i| format!("k{i:03}")).collect();
         let m = Model { keys, page: 5 };
-        let opts = ListOptions { depth: 2, split_after_pages: 2, ..ListOptions::default() };
+        let opts = ListOptions {
+            depth: 2,
+            split_after_pages: 2,
+            ..ListOptions::default()
+        };
         let r = root(&opts);
         let s1 = plan_step(r, m.list(&request(&root(&opts), &opts)), &opts, true);
         let r2 = s1.next.unwrap();
         let s2 = plan_step(r2.clone(), m.list(&request(&r2, &opts)), &opts, true);
         assert!(s2.next.is_none());
-        assert_eq!(s2.spawn, vec![Range::new(String::new(), Mode::Flat, Some("k009".into()), None)]);
+        assert_eq!(
+            s2.spawn,
+            vec![Range::new(
+                String::new(),
+                Mode::Flat,
+                Some("k009".into()),
+                None
+            )]
+        );
     }
 
     #[test]
     fn split_points_keep_their_promises() {
         let cases: Vec<(&str, &str, &str, Option<&str>)> = vec![
-            ("logs/", "logs/2024-01-01-0001", "logs/2024-01-01-0731", None),
+            (
+                "logs/",
+                "logs/2024-01-01-0001",
+                "logs/2024-01-01-0731",
+                None,
+            ),
             ("logs/", "logs/a", "logs/a", None),
             ("", "a", "b", Some("b0")),
             ("", "x~~~", "x~~~", None),
@@ -641,7 +813,13 @@ mod tests {
             }
             assert!(pts.len() <= 16);
         }
-        let pts = split_points("logs/", "logs/2024-01-01-0001", "logs/2024-01-01-0731", None, 4);
+        let pts = split_points(
+            "logs/",
+            "logs/2024-01-01-0001",
+            "logs/2024-01-01-0731",
+            None,
+            4,
+        );
         assert_eq!(pts[0], "logs/2024-01-01-08", "{pts:?}");
         assert!(split_points("", "a", "a", Some("a"), 16).is_empty());
     }

@@ -402,10 +402,7 @@ mod tests {
     use crate::transfer::{process_key, BufferPool, Endpoints, Mode, TransferOptions};
 
     fn hashed(chunks: &[&'static [u8]], len: u64, expected: Option<[u8; 16]>) -> Hashed {
-        let items: Vec<Result<Bytes>> = chunks
-            .iter()
-            .map(|c| Ok(Bytes::from_static(c)))
-            .collect();
+        let items: Vec<Result<Bytes>> = chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
         Hashed {
             inner: Box::pin(futures::stream::iter(items)),
             hash: Md5::new(),
@@ -552,7 +549,10 @@ mod tests {
             let done = process_key(&ends, &item(key), &opts).await.unwrap();
             assert_eq!(done.outcome, Outcome::Copied, "{key}");
             assert_eq!(done.note, None, "{key}: one request, no note");
-            assert!(std::fs::read(dst.path().join(key)).unwrap() == content, "{key}");
+            assert!(
+                std::fs::read(dst.path().join(key)).unwrap() == content,
+                "{key}"
+            );
         }
         // Split in parts: each part's read holds room for the part.
         let parts = TransferOptions {

@@ -14,7 +14,9 @@ use testsupport::runs::{drain, Run, Sandbox};
 pub async fn put_many(bucket: &str, keys: &[String], body: Option<&[u8]>) {
     stream::iter(keys.iter().cloned())
         .map(|k| {
-            let bytes = body.map(<[u8]>::to_vec).unwrap_or_else(|| k.as_bytes().to_vec());
+            let bytes = body
+                .map(<[u8]>::to_vec)
+                .unwrap_or_else(|| k.as_bytes().to_vec());
             async move { testsupport::put(bucket, &k, bytes).await }
         })
         .buffer_unordered(32)
@@ -65,18 +67,33 @@ pub fn key_counts(batches: &[(usize, usize, Batch)]) -> BTreeMap<String, usize> 
 /// Assert every expected key arrived exactly once and nothing else did.
 pub fn assert_exactly(batches: &[(usize, usize, Batch)], expected: &[String]) {
     let counts = key_counts(batches);
-    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).map(|(k, _)| k).collect();
+    let twice: Vec<_> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k)
+        .collect();
     assert!(twice.is_empty(), "keys sent more than once: {twice:?}");
     let mut want: Vec<&String> = expected.iter().collect();
     want.sort();
     want.dedup();
     let got: Vec<&String> = counts.keys().collect();
-    let missing: Vec<_> = want.iter().filter(|k| !counts.contains_key(k.as_str())).collect();
-    let extra: Vec<_> = got.iter().filter(|k| want.binary_search(k).is_err()).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|k| !counts.contains_key(k.as_str()))
+        .collect();
+    let extra: Vec<_> = got
+        .iter()
+        .filter(|k| want.binary_search(k).is_err())
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
 }
 
 /// A summary counter.
 pub fn num(summary: &serde_json::Value, field: &str) -> u64 {
-    summary[field].as_u64().unwrap_or_else(|| panic!("no `{field}` in {summary}"))
+    summary[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no `{field}` in {summary}"))
 }
