@@ -144,48 +144,24 @@ async fn run_job(
     } else {
         println!("job {job_id}");
     }
-    let record = match &records {
-        Some(loc) => Some(start_record(loc, &job_id, &plan).await),
-        None => None,
-    };
     tracing::info!(job_id = %job_id, source = %plan.describe, target = %plan.target, kind = plan.kind.name(), dry_run = args.dry_run, "run starting");
 
     // Manifests are checked whole (checksums, every row) before anything is
     // sent, so a bad manifest leaves nothing half-done. A dry run needs no
     // pre-pass: it sends nothing anyway.
     if !args.dry_run {
-        match &plan.kind {
-            SourceKind::Inventory { inventory, .. } => {
-                let rows = inventory
-                    .for_each(
-                        Arc::new(plan.selector.with_fresh_counts()),
-                        None,
-                        Arc::new(|_| Ok(())),
-                    )
-                    .await?;
-                tracing::info!(
-                    rows,
-                    files = inventory.manifest.files.len(),
-                    "inventory checked"
-                );
+        tokio::select! {
+            r = preflight(&plan) => r?,
+            _ = shutdown.cancelled() => {
+                eprintln!("error: interrupted while checking the manifest; nothing was sent");
+                return Ok(ExitCode::from(EXIT_FAILED));
             }
-            SourceKind::Csv {
-                manifest,
-                only_bucket,
-            } => {
-                let rows = manifest
-                    .for_each(
-                        only_bucket.clone(),
-                        Arc::new(plan.selector.with_fresh_counts()),
-                        None,
-                        Arc::new(|_, _| Ok(())),
-                    )
-                    .await?;
-                tracing::info!(rows, "CSV manifest checked");
-            }
-            SourceKind::List { .. } => {}
         }
     }
+    let record = match &records {
+        Some(loc) => Some(start_record(loc, &job_id, &plan).await),
+        None => None,
+    };
 
     let stats = Arc::new(ListStats::default());
     let counters = Arc::new(Counters::for_queues(queue_names.len()));
@@ -295,6 +271,33 @@ async fn run_job(
         );
     }
     Ok(ExitCode::from(EXIT_FAILED))
+}
+
+/// Read a manifest whole (checksums, every row, filters) without sending, so
+/// a bad manifest leaves nothing half-done. Listing has no pre-pass.
+async fn preflight(plan: &source::Plan) -> common::Result<()> {
+    let selector = Arc::new(plan.selector.with_fresh_counts());
+    match &plan.kind {
+        SourceKind::Inventory { inventory, .. } => {
+            let rows = inventory
+                .for_each(selector, None, Arc::new(|_| Ok(())))
+                .await?;
+            let files = inventory.manifest.files.len();
+            tracing::info!(rows, files, "inventory checked");
+        }
+        SourceKind::Csv {
+            manifest,
+            only_bucket,
+        } => {
+            let only = only_bucket.clone();
+            let rows = manifest
+                .for_each(only, selector, None, Arc::new(|_, _| Ok(())))
+                .await?;
+            tracing::info!(rows, "CSV manifest checked");
+        }
+        SourceKind::List { .. } => {}
+    }
+    Ok(())
 }
 
 /// The job's record at the start of a run: the existing one when this job id

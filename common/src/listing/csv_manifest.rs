@@ -109,9 +109,15 @@ pub fn read_rows<R: Read>(
                 s
             }
         };
-        let key = percent_encoding::percent_decode(rec[1].as_ref())
-            .decode_utf8()
-            .map_err(|_| Error::input(at(), "key is not valid percent-encoded UTF-8"))?;
+        let key = super::inventory::decode_percent(rec[1].as_ref()).ok_or_else(|| {
+            Error::input(
+                at(),
+                format!(
+                    "key `{}` is not valid percent-encoded UTF-8",
+                    String::from_utf8_lossy(rec[1].as_ref())
+                ),
+            )
+        })?;
         if key.is_empty() {
             return Err(Error::input(at(), "empty key"));
         }

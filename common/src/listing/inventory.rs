@@ -165,14 +165,27 @@ pub struct FileStats {
 /// Decode a form-encoded key (`+` is a space, `%XX` a byte); `None` on a bad
 /// escape or invalid UTF-8. Borrowed when nothing needs decoding.
 pub fn decode_form(raw: &[u8]) -> Option<Cow<'_, str>> {
-    if !raw.iter().any(|b| *b == b'%' || *b == b'+') {
+    decode_escapes(raw, true)
+}
+
+/// Strict RFC 3986 percent-decoding (`+` stays `+`): a bad escape (`%G1`, a
+/// lone `%`) or invalid UTF-8 is `None`, never kept as literal text.
+pub fn decode_percent(raw: &[u8]) -> Option<Cow<'_, str>> {
+    decode_escapes(raw, false)
+}
+
+fn decode_escapes(raw: &[u8], plus_is_space: bool) -> Option<Cow<'_, str>> {
+    if !raw
+        .iter()
+        .any(|b| *b == b'%' || (plus_is_space && *b == b'+'))
+    {
         return std::str::from_utf8(raw).ok().map(Cow::Borrowed);
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
         match raw[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hi = raw.get(i + 1).and_then(|c| (*c as char).to_digit(16))?;
                 let lo = raw.get(i + 2).and_then(|c| (*c as char).to_digit(16))?;
@@ -237,7 +250,7 @@ pub fn read_data_file<R: Read>(
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
-                    let line = e.position().map(|p| p.line()).unwrap_or(rows + 1);
+                    let line = rows + 1;
                     let what = if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                         "cannot read the gzip CSV data"
                     } else {
@@ -253,7 +266,10 @@ pub fn read_data_file<R: Read>(
             if let Some(r) = rows_read {
                 r.fetch_add(1, Ordering::Relaxed);
             }
-            let line = rec.position().map_or(rows, |p| p.line());
+            // Inventory rows are one per line (keys are URL-encoded, so no field
+            // holds a line break): the record number is the line number. The csv
+            // crate's own line counter lags on CRLF files (rust-csv#395).
+            let line = rows;
             if rec.len() != schema.columns {
                 return Err(Error::input(
                     format!("{name}:{line}"),
@@ -336,6 +352,12 @@ fn row_item(
     })?;
     if key.is_empty() {
         return Err("empty key".to_string());
+    }
+    if key.len() > super::MAX_KEY_BYTES {
+        return Err(format!(
+            "key of {} bytes is over S3's 1,024-byte limit",
+            key.len()
+        ));
     }
     let size = text(schema.size, "Size")?
         .map(|s| {
@@ -504,6 +526,7 @@ impl Inventory {
                 )
             })??;
             rows += read.rows;
+            tracing::info!(file = %self.file_name(f), rows = read.rows, "inventory data file read");
             if let Some(s) = &stats {
                 s.pages.fetch_add(1, Ordering::Relaxed);
             }
