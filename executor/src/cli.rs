@@ -103,6 +103,17 @@ pub struct Cli {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64), env = "EXECUTOR_PART_CONCURRENCY", help_heading = "Performance")]
     pub part_concurrency: Option<u32>,
 
+    /// `emf`: print CloudWatch Embedded Metric Format lines (namespace S3Migration: Objects,
+    /// Bytes, Failures by ErrorClass, ObjectLatencyMs; dimension Mode) on stdout every 10 s.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "none",
+        env = "EXECUTOR_METRICS",
+        help_heading = "Lifecycle"
+    )]
+    pub metrics: Metrics,
+
     /// Exit 0 once the queues hold no visible and no in-flight message and this process is idle.
     #[arg(long, env = "EXECUTOR_UNTIL_EMPTY", help_heading = "Lifecycle")]
     pub until_empty: bool,
@@ -339,4 +350,14 @@ mod tests {
         let e = parse_time("05/01/2024").unwrap_err();
         assert!(e.contains("05/01/2024") && e.contains("RFC 3339"), "{e}");
     }
+}
+
+/// Metrics output of the executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Metrics {
+    /// Only the periodic throughput log line.
+    #[default]
+    None,
+    /// Also CloudWatch Embedded Metric Format lines on stdout.
+    Emf,
 }

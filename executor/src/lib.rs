@@ -97,6 +97,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<RunSta
         mode: cli.mode.to_string(),
         executor_id,
         progress_interval: PROGRESS_INTERVAL,
+        emf: cli.metrics == cli::Metrics::Emf,
     };
     let stats = worker::serve(
         order,

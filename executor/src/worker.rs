@@ -96,6 +96,8 @@ pub struct Settings {
     pub executor_id: String,
     /// Interval of the throughput log line.
     pub progress_interval: Duration,
+    /// Print CloudWatch Embedded Metric Format lines to stdout every progress interval.
+    pub emf: bool,
 }
 
 impl Settings {
@@ -163,6 +165,10 @@ struct Counters {
     messages_returned: AtomicU64,
     bad_messages: AtomicU64,
     dlq_messages: AtomicU64,
+    /// Sum of per-key durations, for the EMF latency metric.
+    latency_ms: AtomicU64,
+    /// Failed keys by error class, for the EMF failure metric.
+    failures_by_class: Mutex<BTreeMap<String, u64>>,
     /// First message received and last key finished: the busy span the summary reports.
     span: Mutex<(Option<std::time::Instant>, Option<std::time::Instant>)>,
 }
@@ -662,6 +668,8 @@ impl Shared {
     ) {
         let c = &self.counters;
         c.keys.fetch_add(1, Ordering::Relaxed);
+        c.latency_ms
+            .fetch_add(took.as_millis() as u64, Ordering::Relaxed);
         c.span.lock().expect("span lock").1 = Some(std::time::Instant::now());
         let mode = self.settings.mode.as_str();
         let prior = item.failure.as_ref().map_or(0, |f| f.attempts);
@@ -690,6 +698,11 @@ impl Shared {
             }
             Err(e) => {
                 c.failed.fetch_add(1, Ordering::Relaxed);
+                *c.failures_by_class
+                    .lock()
+                    .expect("failures lock")
+                    .entry(e.class.clone())
+                    .or_default() += 1;
                 let msg = truncate(&e.full_message(), MAX_REASON_BYTES);
                 tracing::warn!(key = %item.key, source = %batch.source, mode, outcome = "failed",
                     error_class = %e.class, error = %msg, attempts = prior + 1, "key failed; parking it in the dead-letter queue");
@@ -819,33 +832,120 @@ async fn watch_until_empty(
     }
 }
 
-/// Log a throughput line every `progress_interval`.
+/// Log a throughput line every `progress_interval` (and, with `emf`, print the
+/// interval's metrics as CloudWatch Embedded Metric Format lines on stdout).
 async fn progress(shared: Arc<Shared>, stop: CancellationToken) {
     let every = shared.settings.progress_interval;
-    let (mut keys0, mut bytes0, mut t0) = (0u64, 0u64, Instant::now());
+    let mut last = Snapshot::default();
+    let mut t0 = Instant::now();
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tokio::time::sleep(every) => false,
+        };
+        let now = Snapshot::take(&shared.counters);
+        if shared.settings.emf {
+            let ts = chrono::Utc::now().timestamp_millis();
+            for line in emf_lines(&shared.settings.mode, ts, &last, &now) {
+                println!("{line}");
+            }
         }
-        let c = &shared.counters;
-        let (keys, bytes) = (
-            c.keys.load(Ordering::Relaxed),
-            c.bytes.load(Ordering::Relaxed),
-        );
+        if stopping {
+            return;
+        }
         let secs = t0.elapsed().as_secs_f64().max(0.001);
         let in_flight = shared.settings.concurrency - shared.sem.available_permits();
         tracing::info!(
-            objects_per_s = format!("{:.1}", (keys - keys0) as f64 / secs),
-            mb_per_s = format!("{:.2}", (bytes - bytes0) as f64 / secs / 1e6),
+            objects_per_s = format!("{:.1}", (now.keys - last.keys) as f64 / secs),
+            mb_per_s = format!("{:.2}", (now.bytes - last.bytes) as f64 / secs / 1e6),
             in_flight,
             queued = shared.outstanding().saturating_sub(in_flight),
-            done = keys,
-            failed = c.failed.load(Ordering::Relaxed),
+            done = now.keys,
+            failed = now.failed,
             "throughput"
         );
-        (keys0, bytes0, t0) = (keys, bytes, Instant::now());
+        (last, t0) = (now, Instant::now());
     }
+}
+
+/// Counter values at one moment, to compute an interval's metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub keys: u64,
+    pub bytes: u64,
+    pub failed: u64,
+    pub latency_ms: u64,
+    pub failures_by_class: BTreeMap<String, u64>,
+}
+
+impl Snapshot {
+    fn take(c: &Counters) -> Snapshot {
+        Snapshot {
+            keys: c.keys.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            latency_ms: c.latency_ms.load(Ordering::Relaxed),
+            failures_by_class: c.failures_by_class.lock().expect("failures lock").clone(),
+        }
+    }
+}
+
+/// CloudWatch namespace of the executor's metrics (the dashboard reads it).
+pub const EMF_NAMESPACE: &str = "S3Migration";
+
+/// The EMF lines for the interval between two snapshots: one with `Objects`,
+/// `Bytes`, `Failures` and `ObjectLatencyMs` (mean per object) by `Mode`, and
+/// one `Failures` line per error class by `Mode` and `ErrorClass`. The ECS log
+/// driver turns them into CloudWatch metrics with no agent.
+pub fn emf_lines(mode: &str, timestamp_ms: i64, before: &Snapshot, now: &Snapshot) -> Vec<String> {
+    let objects = now.keys - before.keys;
+    let latency = (now.latency_ms - before.latency_ms)
+        .checked_div(objects)
+        .unwrap_or(0);
+    let mut lines = vec![serde_json::json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": EMF_NAMESPACE,
+                "Dimensions": [["Mode"]],
+                "Metrics": [
+                    {"Name": "Objects", "Unit": "Count"},
+                    {"Name": "Bytes", "Unit": "Bytes"},
+                    {"Name": "Failures", "Unit": "Count"},
+                    {"Name": "ObjectLatencyMs", "Unit": "Milliseconds"}
+                ]
+            }]
+        },
+        "Mode": mode,
+        "Objects": objects,
+        "Bytes": now.bytes - before.bytes,
+        "Failures": now.failed - before.failed,
+        "ObjectLatencyMs": latency,
+    })
+    .to_string()];
+    for (class, n) in &now.failures_by_class {
+        let d = n - before.failures_by_class.get(class).copied().unwrap_or(0);
+        if d == 0 {
+            continue;
+        }
+        lines.push(
+            serde_json::json!({
+                "_aws": {
+                    "Timestamp": timestamp_ms,
+                    "CloudWatchMetrics": [{
+                        "Namespace": EMF_NAMESPACE,
+                        "Dimensions": [["Mode", "ErrorClass"]],
+                        "Metrics": [{"Name": "Failures", "Unit": "Count"}]
+                    }]
+                },
+                "Mode": mode,
+                "ErrorClass": class,
+                "Failures": d,
+            })
+            .to_string(),
+        );
+    }
+    lines
 }
 
 /// Run the loop over `queues` (the receive order; `dead` is where failures go and may
@@ -1149,6 +1249,7 @@ mod tests {
             mode: "copy".into(),
             executor_id: "test".into(),
             progress_interval: Duration::from_secs(3600),
+            emf: false,
         }
     }
 
@@ -1565,5 +1666,46 @@ mod tests {
         calls.sort();
         assert_eq!(calls, ["from-dead", "from-work"]);
         assert_eq!(stats.messages_done, 2);
+    }
+
+    #[test]
+    fn emf_lines_carry_the_interval_and_failures_by_class() {
+        let before = Snapshot {
+            keys: 10,
+            bytes: 100,
+            failed: 1,
+            latency_ms: 50,
+            ..Snapshot::default()
+        };
+        let mut now = Snapshot {
+            keys: 14,
+            bytes: 500,
+            failed: 3,
+            latency_ms: 90,
+            ..Snapshot::default()
+        };
+        now.failures_by_class.insert("AccessDenied".into(), 2);
+        let lines = emf_lines("copy", 1_700_000_000_000, &before, &now);
+        assert_eq!(lines.len(), 2);
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "S3Migration"
+        );
+        assert_eq!(
+            (
+                v["Objects"].as_u64(),
+                v["Bytes"].as_u64(),
+                v["Failures"].as_u64()
+            ),
+            (Some(4), Some(400), Some(2))
+        );
+        assert_eq!(v["ObjectLatencyMs"], 10);
+        assert_eq!(v["Mode"], "copy");
+        let f: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(
+            (f["ErrorClass"].as_str(), f["Failures"].as_u64()),
+            (Some("AccessDenied"), Some(2))
+        );
     }
 }

@@ -125,6 +125,23 @@ fn quickstart_migrates_checks_and_reports_cleanly() {
         "the check job must verify every key: {check:#}"
     );
 
+    // The check executor runs with `--metrics emf`: its CloudWatch EMF lines
+    // account for every object it verified.
+    let emf: Vec<Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{') && l.contains("\"_aws\""))
+        .map(|l| serde_json::from_str(l).expect("EMF lines are JSON"))
+        .collect();
+    assert!(!emf.is_empty(), "no EMF line in the output");
+    let objects: u64 = emf.iter().filter_map(|v| v["Objects"].as_u64()).sum();
+    assert_eq!(
+        objects, files as u64,
+        "EMF Objects must add up to the verified keys"
+    );
+    assert!(emf.iter().all(
+        |v| v["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "S3Migration" && v["Mode"] == "check"
+    ));
+
     // Nothing alarming for a newcomer.
     let scary: Vec<&str> = scary_lines(out)
         .into_iter()
