@@ -83,6 +83,28 @@ impl CopySource<'_> {
     }
 }
 
+/// Apply `PutOptions` (content headers, metadata, tags, storage class, ACL) to a
+/// PutObject or CreateMultipartUpload builder: one list, so both write paths
+/// carry exactly the same attributes (the SDK builders share no trait).
+macro_rules! with_put_options {
+    ($builder:expr, $opts:expr) => {{
+        let opts: &PutOptions = $opts;
+        let a = &opts.attrs;
+        $builder
+            .set_content_type(a.content_type.clone())
+            .set_content_encoding(a.content_encoding.clone())
+            .set_content_disposition(a.content_disposition.clone())
+            .set_content_language(a.content_language.clone())
+            .set_cache_control(a.cache_control.clone())
+            .set_website_redirect_location(a.website_redirect.clone())
+            .set_expires(a.expires.as_deref().and_then(parse_http_date))
+            .set_metadata(metadata_map(&a.metadata))
+            .set_tagging(opts.tags.as_deref().map(tagging_header))
+            .set_storage_class(opts.storage_class.as_deref().map(StorageClass::from))
+            .set_acl(opts.acl.as_deref().map(ObjectCannedAcl::from))
+    }};
+}
+
 impl S3Store {
     /// A store for `bucket` using `client` (endpoint, credentials and retries are the client's).
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
@@ -221,22 +243,7 @@ impl S3Store {
 
     /// A PutObject with `opts`' headers, metadata, tags, storage class and ACL; no body yet.
     fn put_request(&self, key: &str, opts: &PutOptions) -> PutObjectFluentBuilder {
-        let a = &opts.attrs;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_content_type(a.content_type.clone())
-            .set_content_encoding(a.content_encoding.clone())
-            .set_content_disposition(a.content_disposition.clone())
-            .set_content_language(a.content_language.clone())
-            .set_cache_control(a.cache_control.clone())
-            .set_website_redirect_location(a.website_redirect.clone())
-            .set_expires(a.expires.as_deref().and_then(parse_http_date))
-            .set_metadata(metadata_map(&a.metadata))
-            .set_tagging(opts.tags.as_deref().map(tagging_header))
-            .set_storage_class(opts.storage_class.as_deref().map(StorageClass::from))
-            .set_acl(opts.acl.as_deref().map(ObjectCannedAcl::from))
+        with_put_options!(self.client.put_object().bucket(&self.bucket).key(key), opts)
     }
 
     /// Multipart uploads in progress under a prefix, with their start time (for `commander cleanup`).
@@ -510,26 +517,16 @@ impl ObjectStore for S3Store {
 
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
         let subject = self.subject(key);
-        let a = &opts.attrs;
-        let out = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_content_type(a.content_type.clone())
-            .set_content_encoding(a.content_encoding.clone())
-            .set_content_disposition(a.content_disposition.clone())
-            .set_content_language(a.content_language.clone())
-            .set_cache_control(a.cache_control.clone())
-            .set_website_redirect_location(a.website_redirect.clone())
-            .set_expires(a.expires.as_deref().and_then(parse_http_date))
-            .set_metadata(metadata_map(&a.metadata))
-            .set_tagging(opts.tags.as_deref().map(tagging_header))
-            .set_storage_class(opts.storage_class.as_deref().map(StorageClass::from))
-            .set_acl(opts.acl.as_deref().map(ObjectCannedAcl::from))
-            .send()
-            .await
-            .map_err(|e| map_sdk_error(e, &subject))?;
+        let out = with_put_options!(
+            self.client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key),
+            opts
+        )
+        .send()
+        .await
+        .map_err(|e| map_sdk_error(e, &subject))?;
         out.upload_id().map(str::to_string).ok_or_else(|| {
             Error::new(
                 ErrorKind::Retryable,
