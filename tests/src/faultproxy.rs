@@ -3,7 +3,9 @@
 //! InternalError`, resets connections, delays responses, truncates response
 //! bodies, returns S3's "200 OK with an error body" on CopyObject /
 //! UploadPartCopy / CompleteMultipartUpload, and fails some entries of an SQS
-//! SendMessageBatch (those entries are really not sent). Binaries and clients
+//! SendMessageBatch (those entries are really not sent); it also loses or
+//! mangles the answers of writes it did forward, damages part copies, and
+//! answers `301` for buckets configured to live in another region. Binaries and clients
 //! run through it with their normal configuration (just another endpoint URL).
 
 use std::collections::BTreeMap;
@@ -36,7 +38,21 @@ pub enum Fault {
     ErrorBody200,
     /// Fail some entries of an SQS SendMessageBatch (those are not forwarded).
     BatchEntries,
+    /// Forward the request, then close the connection without the answer: the
+    /// write happened, the client cannot know (final writes only).
+    LostReply,
+    /// Forward the request, then answer its 200 with an XML root the SDK cannot
+    /// parse (`…Response` for `…Result`, as one moto release does on
+    /// CompleteMultipartUpload): the write happened (CopyObject and
+    /// CompleteMultipartUpload only).
+    MangledReply,
+    /// Shift UploadPartCopy's source range of part 1 by one byte (same length):
+    /// the server really stores damaged bytes with the planned part sizes.
+    ShiftRange,
 }
+
+/// Final writes: a request that, once forwarded, has made the object.
+const FINAL_WRITES: [&str; 3] = ["PutObject", "CopyObject", "CompleteMultipartUpload"];
 
 /// Which requests are faulted and how.
 #[derive(Debug, Clone)]
@@ -53,6 +69,13 @@ pub struct FaultConfig {
     pub delay: Duration,
     /// Only these SQS operations (e.g. `SendMessageBatch`); empty = all.
     pub sqs_ops: Vec<String>,
+    /// Only these S3 operations (e.g. `CompleteMultipartUpload`); empty = all.
+    pub s3_ops: Vec<String>,
+    /// Buckets that "live" in another region: a request for one of them whose
+    /// SigV4 credential scope names another region gets S3's `301
+    /// PermanentRedirect` with `x-amz-bucket-region` (never forwarded), as AWS
+    /// answers a request sent to the wrong region.
+    pub bucket_regions: BTreeMap<String, String>,
 }
 
 impl Default for FaultConfig {
@@ -64,6 +87,8 @@ impl Default for FaultConfig {
             storm_until: None,
             delay: Duration::from_millis(300),
             sqs_ops: Vec::new(),
+            s3_ops: Vec::new(),
+            bucket_regions: BTreeMap::new(),
         }
     }
 }
@@ -229,12 +254,23 @@ async fn handle(
         let mut st = state.lock().unwrap();
         st.stats.requests += 1;
         let cfg = st.config.clone();
+        if let Some(home) = (!is_sqs).then(|| wrong_region(&req, &cfg)).flatten() {
+            *st.stats
+                .faulted
+                .entry((op.clone(), "Redirect301".to_string()))
+                .or_default() += 1;
+            return Ok(redirect(&req, &home));
+        }
         let storm = cfg.storm_until.is_some_and(|t| Instant::now() < t);
         let fault = if storm {
             Some(Fault::SlowDown)
         } else {
             let rate = if is_sqs { cfg.sqs_rate } else { cfg.s3_rate };
-            let op_ok = !is_sqs || cfg.sqs_ops.is_empty() || cfg.sqs_ops.contains(&op);
+            let op_ok = if is_sqs {
+                cfg.sqs_ops.is_empty() || cfg.sqs_ops.contains(&op)
+            } else {
+                cfg.s3_ops.is_empty() || cfg.s3_ops.contains(&op)
+            };
             let applicable: Vec<Fault> = cfg
                 .kinds
                 .iter()
@@ -247,6 +283,11 @@ async fn handle(
                         )
                     }
                     Fault::BatchEntries => op == "SendMessageBatch",
+                    Fault::LostReply => FINAL_WRITES.contains(&op.as_str()),
+                    Fault::MangledReply => {
+                        matches!(op.as_str(), "CopyObject" | "CompleteMultipartUpload")
+                    }
+                    Fault::ShiftRange => op == "UploadPartCopy" && part_number(&req) == Some(1),
                     Fault::Truncate => !is_sqs && op == "GetObject",
                     _ => true,
                 })
@@ -362,6 +403,11 @@ async fn handle(
         if k == "content-length" {
             continue;
         }
+        if k == "x-amz-copy-source-range" && fault == Some(Fault::ShiftRange) {
+            let shifted = v.to_str().ok().and_then(shift_range).unwrap_or_default();
+            up = up.header(k, shifted);
+            continue;
+        }
         up = up.header(k, v);
     }
     up = up.header("content-length", body.len());
@@ -387,6 +433,22 @@ async fn handle(
             return Ok(Response::from_parts(rparts, full(out)));
         }
     }
+    if fault == Some(Fault::LostReply) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected reset after the request was forwarded",
+        ));
+    }
+    if fault == Some(Fault::MangledReply) && rparts.status == StatusCode::OK {
+        let text = String::from_utf8_lossy(&rbytes)
+            .replace(
+                "CompleteMultipartUploadResult",
+                "CompleteMultipartUploadResponse",
+            )
+            .replace("CopyObjectResult", "CopyObjectResponse");
+        rparts.headers.insert("content-length", text.len().into());
+        return Ok(Response::from_parts(rparts, full(text)));
+    }
     if fault == Some(Fault::Truncate) && rbytes.len() > 1 {
         let half = rbytes.slice(..rbytes.len() / 2);
         let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
@@ -400,6 +462,53 @@ async fn handle(
         return Ok(Response::from_parts(rparts, body));
     }
     Ok(Response::from_parts(rparts, full(rbytes)))
+}
+
+/// The region a request for a bucket of `bucket_regions` should have been
+/// signed for, when it was signed for another (path-style: the first path
+/// segment is the bucket; the region is the third field of the SigV4
+/// `Credential=AK/DATE/REGION/s3/aws4_request`).
+fn wrong_region(req: &Request<Incoming>, cfg: &FaultConfig) -> Option<String> {
+    let bucket = req.uri().path().trim_start_matches('/').split('/').next()?;
+    let home = cfg.bucket_regions.get(bucket)?;
+    let auth = req.headers().get("authorization")?.to_str().ok()?;
+    let scope = auth.split("Credential=").nth(1)?;
+    let signed = scope.split('/').nth(2)?;
+    (signed != home).then(|| home.clone())
+}
+
+/// S3's answer to a request sent to the wrong region.
+fn redirect(req: &Request<Incoming>, home: &str) -> Response<ProxyBody> {
+    let body = if req.method() == hyper::Method::HEAD {
+        String::new()
+    } else {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message><Endpoint>s3.{home}.amazonaws.com</Endpoint><RequestId>fault</RequestId></Error>"
+        )
+    };
+    Response::builder()
+        .status(StatusCode::MOVED_PERMANENTLY)
+        .header("content-type", "application/xml")
+        .header("x-amz-bucket-region", home)
+        .body(full(body))
+        .unwrap()
+}
+
+/// `partNumber` of the request's query, if any.
+fn part_number(req: &Request<Incoming>) -> Option<u32> {
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("partNumber="))?
+        .parse()
+        .ok()
+}
+
+/// `bytes=A-B` → `bytes=A+1-B+1`.
+fn shift_range(v: &str) -> Option<String> {
+    let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
+    let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+    Some(format!("bytes={}-{}", a + 1, b + 1))
 }
 
 fn body_entries_empty(body: &Bytes) -> bool {

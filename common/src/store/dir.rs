@@ -649,6 +649,16 @@ impl ObjectStore for DirStore {
             return Ok(md5_etag(&EMPTY_MD5));
         }
         let rel = self.map(key)?;
+        let digest: [u8; 16] = Md5::digest(&body).into();
+        if opts.content_md5.is_some_and(|want| want != digest) {
+            // As S3 does with a Content-MD5 the body does not have.
+            return Err(Error::new(
+                ErrorKind::Retryable,
+                "BadDigest",
+                subject,
+                "the body's MD5 is not the Content-MD5 given",
+            ));
+        }
         blocking(subject.clone(), move || {
             let parent = prepare_dirs(&root, &rel, false, &subject)?;
             let final_path = root.join(&rel);
@@ -657,7 +667,7 @@ impl ObjectStore for DirStore {
                 f.write_all(&body)
                     .map_err(|e| io_error(e, &subject, "cannot write"))
             })?;
-            Ok(md5_etag(&Md5::digest(&body).into()))
+            Ok(md5_etag(&digest))
         })
         .await
     }

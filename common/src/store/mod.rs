@@ -97,6 +97,9 @@ pub struct PutOptions {
     pub storage_class: Option<String>,
     /// Canned ACL (`None`: omit).
     pub acl: Option<String>,
+    /// MD5 of a whole-object body ([`ObjectStore::put`]): the store refuses a
+    /// body with another MD5 (`BadDigest`) instead of storing damaged bytes.
+    pub content_md5: Option<[u8; 16]>,
 }
 
 /// A completed part of a multipart upload.
@@ -208,6 +211,18 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// Replace the tags of an object.
     async fn put_tags(&self, key: &str, tags: &[(String, String)]) -> Result<()>;
+
+    /// A read-only view of version `version` of every key (HEAD, GET, part
+    /// sizes and tags of that version), for manifest rows that name one.
+    /// Stores without versions (directories) refuse with class `NoVersions`.
+    fn at_version(&self, version: &str) -> Result<std::sync::Arc<dyn ObjectStore>> {
+        Err(crate::Error::new(
+            crate::ErrorKind::Invalid,
+            "NoVersions",
+            self.describe(),
+            format!("this store keeps no versions (asked for version {version})"),
+        ))
+    }
 
     /// The S3 store behind this, for server-side copies.
     fn as_s3(&self) -> Option<&s3::S3Store> {

@@ -2,10 +2,15 @@
 //! types. Every SDK error is turned into a [`common::Error`](crate::Error) by
 //! [`map_sdk_error`], which decides once whether it is retryable, a missing
 //! object, a changed source, a permission problem, an archived object or permanent.
+//!
+//! Each store learns its bucket's home once ([`home`](self::home)): whether the
+//! bucket exists and which region answers for it, so every request goes to the
+//! bucket's own region (the SDK does not follow S3's 301 redirects) and a
+//! missing bucket is never mistaken for a missing key.
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 use std::task::{ready, Context, Poll};
 
 use async_trait::async_trait;
@@ -18,6 +23,7 @@ use aws_sdk_s3::types::{
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::date_time::Format;
+use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http_body::{Frame, SizeHint};
@@ -28,6 +34,8 @@ use super::{
     ObjectInfo, ObjectStore, PutOptions,
 };
 use crate::error::{Error, ErrorKind, Result};
+
+pub mod home;
 
 /// Bytes left as they are in a `x-amz-copy-source` header: RFC 3986 unreserved and `/`.
 const COPY_SOURCE_SET: &AsciiSet = &NON_ALPHANUMERIC
@@ -44,11 +52,15 @@ const TAGGING_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-/// One bucket on any S3-compatible endpoint, reached through a configured SDK client.
+/// One bucket on any S3-compatible endpoint, reached through a configured SDK
+/// client (re-targeted to the bucket's region when it lives elsewhere).
+/// `version`: a read-only view of one version of every key (see
+/// [`ObjectStore::at_version`]).
 #[derive(Debug, Clone)]
 pub struct S3Store {
-    client: aws_sdk_s3::Client,
+    home: Arc<home::BucketHome>,
     bucket: String,
+    version: Option<String>,
 }
 
 /// The source of a server-side copy. `if_match` makes S3 refuse (412) when the
@@ -108,15 +120,28 @@ macro_rules! with_put_options {
 impl S3Store {
     /// A store for `bucket` using `client` (endpoint, credentials and retries are the client's).
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        let bucket = bucket.into();
         S3Store {
-            client,
-            bucket: bucket.into(),
+            home: Arc::new(home::BucketHome::new(client, &bucket)),
+            bucket,
+            version: None,
         }
     }
 
-    /// The SDK client, for callers that need an operation this store does not wrap.
-    pub fn client(&self) -> &aws_sdk_s3::Client {
-        &self.client
+    /// The client for this bucket's region, learned by one HeadBucket (cached);
+    /// fails with class `NoSuchBucket` when the bucket does not exist.
+    async fn client(&self) -> Result<&aws_sdk_s3::Client> {
+        self.home.client().await
+    }
+
+    /// The region requests for this bucket go to (after [`client`](Self::client) resolved it).
+    pub async fn region(&self) -> Result<Option<String>> {
+        Ok(self
+            .client()
+            .await?
+            .config()
+            .region()
+            .map(|r| r.as_ref().to_string()))
     }
 
     /// The bucket this store reads and writes.
@@ -143,7 +168,8 @@ impl S3Store {
     ) -> Result<String> {
         let subject = self.subject(key);
         let mut req = self
-            .client
+            .client()
+            .await?
             .copy_object()
             .bucket(&self.bucket)
             .key(key)
@@ -216,7 +242,8 @@ impl S3Store {
     ) -> Result<String> {
         let subject = self.subject(key);
         let out = self
-            .client
+            .client()
+            .await?
             .upload_part_copy()
             .bucket(&self.bucket)
             .key(key)
@@ -242,8 +269,50 @@ impl S3Store {
     }
 
     /// A PutObject with `opts`' headers, metadata, tags, storage class and ACL; no body yet.
-    fn put_request(&self, key: &str, opts: &PutOptions) -> PutObjectFluentBuilder {
-        with_put_options!(self.client.put_object().bucket(&self.bucket).key(key), opts)
+    /// `Content-MD5` is sent when `opts` carries one, so S3 refuses damaged bytes.
+    async fn put_request(&self, key: &str, opts: &PutOptions) -> Result<PutObjectFluentBuilder> {
+        let client = self.client().await?;
+        Ok(
+            with_put_options!(client.put_object().bucket(&self.bucket).key(key), opts)
+                .set_content_md5(
+                    opts.content_md5
+                        .map(|m| base64::engine::general_purpose::STANDARD.encode(m)),
+                ),
+        )
+    }
+
+    /// UploadPart with `Content-MD5`, so S3 refuses a damaged body (`BadDigest`,
+    /// retryable); returns the part ETag.
+    pub async fn upload_part_md5(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+        md5: &[u8; 16],
+    ) -> Result<String> {
+        let subject = self.subject(key);
+        let out = self
+            .client()
+            .await?
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
+            .body(SdkByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &subject))?;
+        out.e_tag().map(str::to_string).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Retryable,
+                "PartWithoutETag",
+                subject,
+                format!("UploadPart of part {number} answered without an ETag"),
+            )
+        })
     }
 
     /// Multipart uploads in progress under a prefix, with their start time (for `commander cleanup`).
@@ -256,7 +325,8 @@ impl S3Store {
         let mut id_marker: Option<String> = None;
         loop {
             let page = self
-                .client
+                .client()
+                .await?
                 .list_multipart_uploads()
                 .bucket(&self.bucket)
                 .prefix(prefix)
@@ -306,7 +376,8 @@ impl ObjectStore for S3Store {
     async fn list_page(&self, req: &ListRequest) -> Result<ListPage> {
         let subject = self.subject(&req.prefix);
         let out = self
-            .client
+            .client()
+            .await?
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(&req.prefix)
@@ -363,10 +434,12 @@ impl ObjectStore for S3Store {
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
         let subject = self.subject(key);
         let out = match self
-            .client
+            .client()
+            .await?
             .head_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(self.version.clone())
             .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
@@ -374,8 +447,11 @@ impl ObjectStore for S3Store {
             Ok(out) => out,
             Err(e) => {
                 let err = map_sdk_error(e, &subject);
-                // A missing bucket is a configuration problem, not a missing object.
                 if err.kind == ErrorKind::NotFound && err.class != "NoSuchBucket" {
+                    // A HEAD 404 has no body: it does not say whether the key or
+                    // the whole bucket is gone. Only a bucket shown to exist
+                    // makes it a missing key.
+                    self.home.confirm_exists().await?;
                     return Ok(None);
                 }
                 return Err(err);
@@ -439,10 +515,12 @@ impl ObjectStore for S3Store {
             )
         })?;
         let out = self
-            .client
+            .client()
+            .await?
             .head_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(self.version.clone())
             .part_number(number)
             .send()
             .await
@@ -458,10 +536,12 @@ impl ObjectStore for S3Store {
     ) -> Result<ByteStream> {
         let subject = self.subject(key);
         let out = self
-            .client
+            .client()
+            .await?
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(self.version.clone())
             .set_range(range.map(|(a, b)| format!("bytes={a}-{b}")))
             .set_if_match(if_match.map(str::to_string))
             .send()
@@ -474,6 +554,7 @@ impl ObjectStore for S3Store {
         let subject = self.subject(key);
         let out = self
             .put_request(key, opts)
+            .await?
             .body(SdkByteStream::from(body))
             .send()
             .await
@@ -507,6 +588,7 @@ impl ObjectStore for S3Store {
         };
         let out = self
             .put_request(key, opts)
+            .await?
             .content_length(content_length)
             .body(SdkByteStream::from_body_1_x(body))
             .send()
@@ -518,7 +600,8 @@ impl ObjectStore for S3Store {
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
         let subject = self.subject(key);
         let out = with_put_options!(
-            self.client
+            self.client()
+                .await?
                 .create_multipart_upload()
                 .bucket(&self.bucket)
                 .key(key),
@@ -546,7 +629,8 @@ impl ObjectStore for S3Store {
     ) -> Result<String> {
         let subject = self.subject(key);
         let out = self
-            .client
+            .client()
+            .await?
             .upload_part()
             .bucket(&self.bucket)
             .key(key)
@@ -580,7 +664,8 @@ impl ObjectStore for S3Store {
             ))
             .build();
         let out = self
-            .client
+            .client()
+            .await?
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
@@ -602,7 +687,8 @@ impl ObjectStore for S3Store {
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
         let subject = self.subject(key);
         match self
-            .client
+            .client()
+            .await?
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
@@ -625,10 +711,12 @@ impl ObjectStore for S3Store {
     async fn get_tags(&self, key: &str) -> Result<Option<Vec<(String, String)>>> {
         let subject = self.subject(key);
         let out = self
-            .client
+            .client()
+            .await?
             .get_object_tagging()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(self.version.clone())
             .send()
             .await;
         let out = match out {
@@ -664,7 +752,8 @@ impl ObjectStore for S3Store {
             .set_tag_set(Some(set))
             .build()
             .map_err(|e| Error::new(ErrorKind::Invalid, "InvalidTag", &subject, e.to_string()))?;
-        self.client
+        self.client()
+            .await?
             .put_object_tagging()
             .bucket(&self.bucket)
             .key(key)
@@ -677,6 +766,13 @@ impl ObjectStore for S3Store {
 
     fn as_s3(&self) -> Option<&S3Store> {
         Some(self)
+    }
+
+    fn at_version(&self, version: &str) -> Result<Arc<dyn ObjectStore>> {
+        Ok(Arc::new(S3Store {
+            version: Some(version.to_string()),
+            ..self.clone()
+        }))
     }
 }
 
@@ -702,7 +798,9 @@ pub fn classify(code: Option<&str>, status: Option<u16>) -> ErrorKind {
             | "OperationAborted"
             | "EC2ThrottledException"
             | "PriorRequestNotComplete"
-            | "IDPCommunicationError",
+            | "IDPCommunicationError"
+            // The body arrived damaged (Content-MD5 or checksum refused): send it again.
+            | "BadDigest",
         ) => return ErrorKind::Retryable,
         Some("NoSuchKey" | "NotFound" | "NoSuchBucket" | "NoSuchUpload" | "NoSuchVersion") => {
             return ErrorKind::NotFound
@@ -721,9 +819,15 @@ pub fn classify(code: Option<&str>, status: Option<u16>) -> ErrorKind {
         Some(412) => ErrorKind::PreconditionFailed,
         Some(403) => ErrorKind::AccessDenied,
         Some(408 | 429 | 500 | 502 | 503 | 504) => ErrorKind::Retryable,
+        // A success status the SDK could not read (e.g. an unexpected XML
+        // root): the request may have happened; the caller must look.
+        Some(200..=299) => ErrorKind::Retryable,
         _ => ErrorKind::Permanent,
     }
 }
+
+/// Class of an error whose HTTP status said success but whose body could not be read.
+pub const UNREADABLE_REPLY: &str = "UnreadableReply";
 
 /// Turn an SDK error into our error: kind from [`classify`] (transport failures
 /// are retryable), class = the service code or `HttpNNN`/`Timeout`/`Dispatch`/
@@ -765,6 +869,7 @@ where
             // A bucket-level 404 without a code still says which bucket is missing.
             let class = match (code, status) {
                 (Some(c), _) => c.to_string(),
+                (None, Some(200..=299)) => UNREADABLE_REPLY.to_string(),
                 (None, Some(s)) => format!("Http{s}"),
                 (None, None) => "Unknown".to_string(),
             };
@@ -1034,6 +1139,9 @@ mod tests {
                 ErrorKind::InvalidObjectState,
             ),
             (Some("EntityTooSmall"), Some(400), ErrorKind::Permanent),
+            (Some("BadDigest"), Some(400), ErrorKind::Retryable),
+            (None, Some(200), ErrorKind::Retryable),
+            (Some("InvalidDigest"), Some(400), ErrorKind::Permanent),
             (Some("InvalidRequest"), Some(400), ErrorKind::Permanent),
             (None, None, ErrorKind::Permanent),
         ];

@@ -9,7 +9,7 @@ use crate::store::s3::{CopySource, S3Store};
 use crate::store::{CompletedPart, ObjectInfo, ObjectStore, PutOptions};
 
 use super::plan::Planned;
-use super::{part_ranges, run_upload, Job, UploadGuard};
+use super::{part_ranges, run_upload, settle, Expected, Job, UploadGuard};
 
 /// One CopyObject: metadata and tags copied server-side, storage class and ACL
 /// as configured, the source pinned to `pin`. Returns the target ETag.
@@ -45,7 +45,18 @@ pub(super) async fn run(
     planned: &Planned,
 ) -> Result<String> {
     let Some(ranges) = part_ranges(planned) else {
-        return single(job, src, dst, pin).await;
+        let expected = Expected {
+            size: info.size,
+            etag: pin
+                .filter(|_| {
+                    !info
+                        .sse
+                        .as_deref()
+                        .is_some_and(|s| s.starts_with("aws:kms"))
+                })
+                .map(str::to_string),
+        };
+        return settle(job, single(job, src, dst, pin).await, &expected).await;
     };
     let tags = src.get_tags(job.key()).await?;
     let opts = PutOptions {
@@ -53,6 +64,7 @@ pub(super) async fn run(
         tags,
         storage_class: job.opts.storage_class.clone(),
         acl: job.opts.acl.clone(),
+        content_md5: None,
     };
     let upload_id = dst.create_multipart(job.tkey(), &opts).await?;
     tracing::debug!(%upload_id, parts = ranges.len(), "multipart copy started");
@@ -65,6 +77,8 @@ pub(super) async fn run(
     };
     let (source, upload_id) = (&source, &upload_id);
     run_upload(
+        job,
+        info.size,
         guard,
         ranges.len(),
         job.opts.part_concurrency,

@@ -12,21 +12,19 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 
-use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
-use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::dir::{format_mtime, MTIME_META};
-use crate::store::s3::map_sdk_error;
 use crate::store::{ByteStream, CompletedPart, ObjectInfo, PutOptions, SIZE_MISMATCH};
 use crate::verify::{etag_bare, etag_parts};
 
 use super::buffers::Reserved;
 use super::plan::{self, Plan, Planned};
-use super::{run_upload, Job, UploadGuard, BAD_DIGEST};
+use super::{run_upload, settle, Expected, Job, UploadGuard, BAD_DIGEST};
+use crate::store::etag::md5_etag;
 
 /// Room reserved in the shared budget for one streamed PutObject: the chunks
 /// in flight between the source's GET and the target (a few 1 MiB chunks at most).
@@ -49,22 +47,34 @@ pub(super) async fn run(
                 .insert(MTIME_META.to_string(), format_mtime(lm.into()));
         }
     }
-    let opts = PutOptions {
+    let mut opts = PutOptions {
         attrs,
         tags,
         storage_class: job.opts.storage_class.clone(),
         acl: job.opts.acl.clone(),
+        content_md5: None,
     };
     let ranges = match &planned.plan {
         Plan::Single => {
             let _room = reserve(job, info.size).await;
             let (body, md5) = read(job, None, info.size, pin).await?;
             check_read(job, info, &md5)?;
-            let etag = job.dst().put(job.tkey(), body, &opts).await?;
+            // The target refuses bytes damaged on the way (BadDigest, retried).
+            opts.content_md5 = Some(md5);
+            let expected = Expected {
+                size: info.size,
+                etag: Some(md5_etag(&md5)),
+            };
+            let put = job.dst().put(job.tkey(), body, &opts).await;
+            let etag = settle(job, put, &expected).await?;
             check_written(job, &etag, &md5).await?;
             return Ok(etag);
         }
-        Plan::Stream => return stream_put(job, info, pin, &opts).await,
+        Plan::Stream => {
+            // The MD5 is known up front only from a plain source ETag.
+            opts.content_md5 = source_md5(info);
+            return stream_put(job, info, pin, &opts).await;
+        }
         Plan::Parts(ranges) => ranges,
     };
     let largest = ranges.iter().map(|(a, b)| b - a + 1).max().unwrap_or(1);
@@ -73,13 +83,20 @@ pub(super) async fn run(
     tracing::debug!(%upload_id, parts = ranges.len(), in_flight, "multipart upload started");
     let guard = UploadGuard::new(job.ends.target.clone(), job.tkey(), &upload_id);
     let upload_id = &upload_id;
-    run_upload(guard, ranges.len(), in_flight, |n| async move {
-        let (a, b) = ranges[(n - 1) as usize];
-        let _room = reserve(job, b - a + 1).await;
-        let (body, md5) = read(job, Some((a, b)), b - a + 1, pin).await?;
-        let etag = upload_part(job, upload_id, n, body, &md5).await?;
-        Ok(CompletedPart { number: n, etag })
-    })
+    run_upload(
+        job,
+        info.size,
+        guard,
+        ranges.len(),
+        in_flight,
+        |n| async move {
+            let (a, b) = ranges[(n - 1) as usize];
+            let _room = reserve(job, b - a + 1).await;
+            let (body, md5) = read(job, Some((a, b)), b - a + 1, pin).await?;
+            let etag = upload_part(job, upload_id, n, body, &md5).await?;
+            Ok(CompletedPart { number: n, etag })
+        },
+    )
     .await
 }
 
@@ -119,22 +136,26 @@ async fn stream_put(
         subject: job.src_subject(),
         done: false,
     };
-    let etag = job
+    let put = job
         .dst()
         .put_stream(job.tkey(), Box::pin(body), info.size, opts)
-        .await?;
-    let md5 = sent
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take()
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Retryable,
-                "IncompleteBody",
-                job.dst_subject(),
-                "the target answered before the whole body was sent",
-            )
-        })?;
+        .await;
+    let expected = Expected {
+        size: info.size,
+        etag: opts.content_md5.as_ref().map(md5_etag),
+    };
+    let etag = settle(job, put, &expected).await?;
+    let sent = sent.lock().unwrap_or_else(PoisonError::into_inner).take();
+    // With Content-MD5 the target itself checked the whole body (or settle
+    // found the expected ETag): that MD5 is the one sent.
+    let md5 = sent.or(opts.content_md5).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Retryable,
+            "IncompleteBody",
+            job.dst_subject(),
+            "the target answered before the whole body was sent",
+        )
+    })?;
     check_written(job, &etag, &md5).await?;
     Ok(etag)
 }
@@ -358,32 +379,8 @@ async fn upload_part(
         }
         return Ok(etag);
     };
-    let out = s3
-        .client()
-        .upload_part()
-        .bucket(s3.bucket())
-        .key(job.tkey())
-        .upload_id(upload_id)
-        .part_number(number)
-        .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
-        .body(SdkByteStream::from(body))
-        .send()
+    s3.upload_part_md5(job.tkey(), upload_id, number, body, md5)
         .await
-        .map_err(|e| {
-            let mut err = map_sdk_error(e, &subject);
-            if matches!(err.class.as_str(), "BadDigest" | "InvalidDigest") {
-                err.kind = ErrorKind::Retryable;
-            }
-            err
-        })?;
-    out.e_tag().map(str::to_string).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Retryable,
-            "PartWithoutETag",
-            subject,
-            format!("UploadPart of part {number} answered without an ETag"),
-        )
-    })
 }
 
 #[cfg(test)]

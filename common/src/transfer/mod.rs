@@ -171,7 +171,8 @@ pub async fn process_key(ends: &Endpoints, item: &KeyItem, opts: &TransferOption
     let attempts = AtomicU32::new(0);
     let work = || async {
         attempts.fetch_add(1, Ordering::Relaxed);
-        once(ends, item, opts).await
+        // Boxed: one attempt's future is deep; callers' futures stay shallow.
+        Box::pin(once(ends, item, opts)).await
     };
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
@@ -208,9 +209,19 @@ fn should_retry(e: &Error, item: &KeyItem) -> bool {
 }
 
 /// One attempt; a source that vanished midway is `source-missing`, a failed
-/// ETag precondition is `SourceChanged`.
+/// ETag precondition is `SourceChanged`. A row naming a version reads that
+/// version everywhere (HEAD, part layout, GET, tags, copy source).
 async fn once(ends: &Endpoints, item: &KeyItem, opts: &TransferOptions) -> Result<Done> {
-    let job = Job { ends, item, opts };
+    let src = match item.version_id.as_deref() {
+        Some(v) => ends.source.at_version(v)?,
+        None => ends.source.clone(),
+    };
+    let job = Job {
+        ends,
+        src,
+        item,
+        opts,
+    };
     let result = match opts.mode {
         Mode::Check => check(&job).await,
         Mode::Copy | Mode::Downup => transfer(&job).await,
@@ -222,7 +233,7 @@ async fn once(ends: &Endpoints, item: &KeyItem, opts: &TransferOptions) -> Resul
                 && !matches!(e.class.as_str(), "NoSuchBucket" | "NoSuchUpload") =>
         {
             // Which end is missing? Only a missing source is a warning.
-            match ends.source.head(&item.key).await? {
+            match job.src.head(&item.key).await? {
                 None => Ok(source_missing()),
                 Some(_) => Err(e),
             }
@@ -249,6 +260,8 @@ fn source_missing() -> Done {
 /// Everything one attempt needs.
 struct Job<'a> {
     ends: &'a Endpoints,
+    /// The source store, viewed at the row's version when it names one.
+    src: Arc<dyn ObjectStore>,
     item: &'a KeyItem,
     opts: &'a TransferOptions,
 }
@@ -263,7 +276,7 @@ impl Job<'_> {
     }
 
     fn src(&self) -> &dyn ObjectStore {
-        self.ends.source.as_ref()
+        self.src.as_ref()
     }
 
     fn dst(&self) -> &dyn ObjectStore {
@@ -447,15 +460,8 @@ async fn transfer(job: &Job<'_>) -> Result<Done> {
     };
     let mut note = planned.note.clone();
     if let (true, Some(src_etag)) = (planned.exact, info.etag.as_deref()) {
-        if !etag.is_empty()
-            && !etag_bare(&etag).eq_ignore_ascii_case(etag_bare(src_etag))
-            && job.dst().as_s3().is_some()
-        {
-            note = Some(format!(
-                "target ETag {} differs from source ETag {} (encryption or store differences)",
-                etag_bare(&etag),
-                etag_bare(src_etag)
-            ));
+        if let Some(why) = etags_disagree(job, src_etag, &etag).await? {
+            note = Some(why);
         }
     }
     Ok(Done {
@@ -463,6 +469,68 @@ async fn transfer(job: &Job<'_>) -> Result<Done> {
         bytes: info.size,
         note,
     })
+}
+
+/// Class of the failure when a write that reproduced the source's layout
+/// produced another ETag on an S3 target, and neither end encrypts with KMS.
+pub const INTEGRITY_MISMATCH: &str = "IntegrityMismatch";
+
+/// A copy planned to keep the source's ETag (`exact`) wrote `written` on the
+/// target. Equal (or not comparable: no ETag, or a directory target) → `None`.
+/// Different → the evidence decides, with one fresh HEAD of each end: the
+/// source now has another ETag (or is gone) → `SourceChanged`; either end
+/// encrypts with SSE-KMS (ETags are then not MD5s) → `Some(note)`, still
+/// copied; otherwise the bytes differ → `IntegrityMismatch` (retried, then
+/// parked), never a `copied` row.
+async fn etags_disagree(job: &Job<'_>, src_etag: &str, written: &str) -> Result<Option<String>> {
+    if written.is_empty()
+        || job.dst().as_s3().is_none()
+        || etag_bare(written).eq_ignore_ascii_case(etag_bare(src_etag))
+    {
+        return Ok(None);
+    }
+    let (src_now, dst_now) =
+        futures::try_join!(job.src().head(job.key()), job.dst().head(job.tkey()))?;
+    let changed = match &src_now {
+        None => Some("the source no longer exists".to_string()),
+        Some(i) => i
+            .etag
+            .as_deref()
+            .filter(|now| !etag_bare(now).eq_ignore_ascii_case(etag_bare(src_etag)))
+            .map(|now| format!("ETag {} is now {}", etag_bare(src_etag), etag_bare(now))),
+    };
+    if let Some(what) = changed {
+        return Err(Error::new(
+            ErrorKind::PreconditionFailed,
+            SOURCE_CHANGED,
+            job.src_subject(),
+            format!(
+                "the source changed during the copy ({what}); the target may hold the new version"
+            ),
+        ));
+    }
+    let kms = |i: &Option<ObjectInfo>| {
+        i.as_ref()
+            .and_then(|i| i.sse.as_deref())
+            .is_some_and(|s| s.starts_with("aws:kms"))
+    };
+    if kms(&src_now) || kms(&dst_now) {
+        return Ok(Some(format!(
+            "target ETag {} differs from source ETag {}: SSE-KMS ETags are not MD5s",
+            etag_bare(written),
+            etag_bare(src_etag)
+        )));
+    }
+    Err(Error::new(
+        ErrorKind::Retryable,
+        INTEGRITY_MISMATCH,
+        job.dst_subject(),
+        format!(
+            "the target ETag {} is not the source ETag {} although the source's part layout was reproduced",
+            etag_bare(written),
+            etag_bare(src_etag)
+        ),
+    ))
 }
 
 /// Copy mode without a HEAD, when the message already says everything: a
@@ -488,8 +556,86 @@ async fn fast_copy(job: &Job<'_>) -> Result<Option<Done>> {
         }
     }
     let pin = format!("\"{}\"", etag_bare(etag));
-    copy::single(job, src, dst, Some(&pin)).await?;
-    Ok(Some(Done::new(Outcome::Copied, size)))
+    let expected = Expected {
+        size,
+        etag: Some(pin.clone()),
+    };
+    let written = settle(
+        job,
+        copy::single(job, src, dst, Some(&pin)).await,
+        &expected,
+    )
+    .await?;
+    // Stores that ignore `x-amz-copy-source-if-match` copy a changed source
+    // anyway: the returned ETag is the evidence either way.
+    let note = etags_disagree(job, etag, &written).await?;
+    Ok(Some(Done {
+        note,
+        ..Done::new(Outcome::Copied, size)
+    }))
+}
+
+/// What a finished write must show on the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Expected {
+    size: u64,
+    /// The target ETag a correct write yields; `None` when it cannot be known
+    /// in advance (then an ambiguous write cannot be confirmed).
+    etag: Option<String>,
+}
+
+/// Whether a failed final write (PutObject, CopyObject,
+/// CompleteMultipartUpload) may have happened all the same: its answer was
+/// lost or unreadable (transport error, timeout, unparseable 200, an error in
+/// a 200), or a retry of a completion found the upload gone (`NoSuchUpload`:
+/// the first try completed it).
+fn ambiguous(e: &Error) -> bool {
+    e.kind.is_retryable() || e.class == "NoSuchUpload"
+}
+
+/// The outcome of a final write, checked rather than guessed when it is
+/// ambiguous: the target is looked at, and the write counts as done only if
+/// the target has the expected size and ETag. Otherwise the write's own error
+/// stands.
+async fn settle(job: &Job<'_>, written: Result<String>, expected: &Expected) -> Result<String> {
+    let err = match written {
+        Ok(etag) => return Ok(etag),
+        Err(e) if ambiguous(&e) => e,
+        Err(e) => return Err(e),
+    };
+    let Some(want) = expected.etag.as_deref() else {
+        return Err(err);
+    };
+    match job.dst().head(job.tkey()).await {
+        Ok(Some(info))
+            if info.size == expected.size
+                && info
+                    .etag
+                    .as_deref()
+                    .is_some_and(|e| etag_bare(e).eq_ignore_ascii_case(etag_bare(want))) =>
+        {
+            tracing::warn!(error = %err, etag = %want, "the write's answer was lost or unreadable; the target shows it was done");
+            Ok(want.to_string())
+        }
+        Ok(_) => Err(err),
+        Err(head) => {
+            tracing::warn!(error = %head, "could not look at the target after an ambiguous write");
+            Err(err)
+        }
+    }
+}
+
+/// The ETag a multipart upload of these parts yields, when every part ETag is
+/// a plain MD5 (not under SSE-KMS).
+fn expected_multipart_etag(parts: &[crate::store::CompletedPart]) -> Option<String> {
+    let digests: Option<Vec<[u8; 16]>> = parts
+        .iter()
+        .map(|p| {
+            let bare = etag_bare(&p.etag);
+            hex::decode(bare).ok()?.try_into().ok()
+        })
+        .collect();
+    Some(crate::store::etag::multipart_etag(&digests?))
 }
 
 /// The result of comparing both ends.
@@ -737,8 +883,11 @@ impl Drop for UploadGuard {
     }
 }
 
-/// Run a multipart upload's parts and completion; abort on failure.
+/// Run a multipart upload's parts and completion (an ambiguous completion is
+/// [`settle`]d against the ETag the parts make); abort on failure.
 async fn run_upload<F, Fut>(
+    job: &Job<'_>,
+    size: u64,
     guard: UploadGuard,
     count: usize,
     in_flight: usize,
@@ -756,7 +905,12 @@ where
             .await?;
         parts.sort_by_key(|p: &crate::store::CompletedPart| p.number);
         let id = guard.upload_id.as_deref().unwrap_or_default();
-        guard.store.complete_multipart(&guard.key, id, &parts).await
+        let expected = Expected {
+            size,
+            etag: expected_multipart_etag(&parts),
+        };
+        let completed = guard.store.complete_multipart(&guard.key, id, &parts).await;
+        settle(job, completed, &expected).await
     }
     .await;
     match result {
@@ -980,6 +1134,7 @@ mod tests {
         assert!(contents_equal(
             &Job {
                 ends: &d.ends,
+                src: d.ends.source.clone(),
                 item: &item("k"),
                 opts: &deep
             },
@@ -990,6 +1145,7 @@ mod tests {
         std::fs::write(d.dst.path().join("k"), b"0123456780").unwrap();
         let job = Job {
             ends: &d.ends,
+            src: d.ends.source.clone(),
             item: &item("k"),
             opts: &deep,
         };
