@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{bin, server_env, sqs, unique};
+use crate::{bin, server_env, unique, Server};
 
 /// A finished run: exit status and both streams as text.
 #[derive(Debug)]
@@ -168,6 +168,8 @@ pub struct Sandbox {
     pub env: Vec<(String, String)>,
     /// The binaries' working directory.
     pub dir: tempfile::TempDir,
+    /// The server both binaries talk to.
+    pub server: Server,
 }
 
 impl Sandbox {
@@ -186,7 +188,19 @@ impl Sandbox {
             prefix,
             env,
             dir: tempfile::tempdir().expect("temp dir"),
+            server: Server::Moto,
         }
+    }
+
+    /// Like [`Sandbox::new`], with both binaries talking to `server`.
+    pub fn on(server: Server, prefix: &str, queue_num: usize) -> Self {
+        let mut sb = Sandbox::new(prefix, queue_num);
+        // Set after server_env (moto), so these win.
+        for (k, v) in server.server_env() {
+            sb.set(&k, &v);
+        }
+        sb.server = server;
+        sb
     }
 
     /// Add or replace an environment variable for both binaries.
@@ -246,9 +260,15 @@ pub struct Drained {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// URL of a queue by name.
+/// URL of a queue by name (on moto).
 pub async fn queue_url(name: &str) -> String {
-    sqs()
+    queue_url_on(Server::Moto, name).await
+}
+
+/// URL of a queue by name on `server`.
+pub async fn queue_url_on(server: Server, name: &str) -> String {
+    server
+        .sqs()
         .get_queue_url()
         .queue_name(name)
         .send()
@@ -263,7 +283,8 @@ pub async fn queue_url(name: &str) -> String {
 pub async fn send_raw(name: &str, bodies: &[&str]) {
     let url = queue_url(name).await;
     for b in bodies {
-        sqs()
+        Server::Moto
+            .sqs()
             .send_message()
             .queue_url(&url)
             .message_body(*b)
@@ -276,7 +297,13 @@ pub async fn send_raw(name: &str, bodies: &[&str]) {
 /// Receive and delete every message of a queue until two receives in a row return
 /// nothing; returns bodies and attributes.
 pub async fn drain(name: &str) -> Vec<Drained> {
-    let url = queue_url(name).await;
+    drain_on(Server::Moto, name).await
+}
+
+/// [`drain`] a queue on `server`.
+pub async fn drain_on(server: Server, name: &str) -> Vec<Drained> {
+    let sqs = || server.sqs();
+    let url = queue_url_on(server, name).await;
     let mut out = Vec::new();
     let mut empty = 0;
     while empty < 2 {
@@ -324,7 +351,8 @@ pub async fn drain(name: &str) -> Vec<Drained> {
 pub async fn depths(name: &str) -> (u64, u64) {
     use aws_sdk_sqs::types::QueueAttributeName as A;
     let url = queue_url(name).await;
-    let attrs = sqs()
+    let attrs = Server::Moto
+        .sqs()
         .get_queue_attributes()
         .queue_url(&url)
         .attribute_names(A::ApproximateNumberOfMessages)

@@ -1,6 +1,8 @@
 //! The object-store conformance suite (tests/src/stores.rs) run against S3Store
-//! on the moto server (a fresh bucket per test) and DirStore (a fresh temp
-//! directory per test), plus the S3-only server-side copy and error mapping.
+//! on both S3 test servers, moto and LocalStack (a fresh bucket per test), and
+//! DirStore (a fresh temp directory per test), plus the S3-only server-side
+//! copy and error mapping on both servers. Each test is a module whose cases
+//! are named after the backend (`moto`, `localstack`, `dir`).
 
 use std::sync::Arc;
 
@@ -9,11 +11,11 @@ use common::store::dir::DirStore;
 use common::store::s3::{CopySource, S3Store};
 use common::store::{CompletedPart, ListRequest, ObjectStore, PutOptions};
 use common::ErrorKind;
-use testsupport::stores;
+use testsupport::{stores, Server};
 
-async fn s3_store() -> Arc<dyn ObjectStore> {
-    let bucket = testsupport::bucket("conf").await;
-    Arc::new(S3Store::new(testsupport::s3(), bucket))
+async fn s3_store(server: Server) -> Arc<dyn ObjectStore> {
+    let bucket = server.bucket("conf").await;
+    Arc::new(S3Store::new(server.s3(), bucket))
 }
 
 fn dir_store() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
@@ -22,18 +24,45 @@ fn dir_store() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
     (tmp, Arc::new(store))
 }
 
-/// One behaviour of the suite, run on both backends.
+/// One behaviour of the suite, run on every backend.
 macro_rules! both {
     ($name:ident) => {
         mod $name {
+            use testsupport::Server;
             #[tokio::test]
-            async fn s3() {
-                testsupport::stores::$name(super::s3_store().await).await;
+            async fn moto() {
+                testsupport::stores::$name(super::s3_store(Server::Moto).await).await;
+            }
+            #[tokio::test]
+            async fn localstack() {
+                let Some(server) = Server::localstack() else {
+                    return;
+                };
+                testsupport::stores::$name(super::s3_store(server).await).await;
             }
             #[tokio::test]
             async fn dir() {
                 let (_tmp, store) = super::dir_store();
                 testsupport::stores::$name(store).await;
+            }
+        }
+    };
+}
+
+/// An S3-only test (`async fn $name(server: Server)`), run on both S3 servers.
+macro_rules! on_s3 {
+    ($name:ident) => {
+        mod $name {
+            use testsupport::Server;
+            #[tokio::test]
+            async fn moto() {
+                super::$name(Server::Moto).await;
+            }
+            #[tokio::test]
+            async fn localstack() {
+                if let Some(server) = Server::localstack() {
+                    super::$name(server).await;
+                }
             }
         }
     };
@@ -47,24 +76,13 @@ both!(listing);
 both!(abort_leaves_nothing);
 both!(dir_markers);
 both!(get_if_match);
+both!(multipart);
 
-mod multipart {
-    #[tokio::test]
-    async fn s3() {
-        testsupport::stores::multipart(super::s3_store().await).await;
-    }
-    #[tokio::test]
-    async fn dir() {
-        let (_tmp, store) = super::dir_store();
-        testsupport::stores::multipart(store).await;
-    }
-}
-
-#[tokio::test]
-async fn multipart_etag_is_the_same_on_s3_and_a_directory() {
+on_s3!(multipart_etag_is_the_same_on_s3_and_a_directory);
+async fn multipart_etag_is_the_same_on_s3_and_a_directory(server: Server) {
     let (_tmp, dir) = dir_store();
     let from_dir = stores::multipart(dir).await;
-    let from_s3 = stores::multipart(s3_store().await).await;
+    let from_s3 = stores::multipart(s3_store(server).await).await;
     assert_eq!(from_dir, from_s3);
     assert!(from_s3.ends_with("-3\""));
 }
@@ -82,9 +100,9 @@ fn src<'a>(bucket: &'a str, key: &'a str) -> CopySource<'a> {
     }
 }
 
-#[tokio::test]
-async fn copy_object_with_copy_directives_keeps_metadata_and_tags() {
-    let store = s3_store().await;
+on_s3!(copy_object_with_copy_directives_keeps_metadata_and_tags);
+async fn copy_object_with_copy_directives_keeps_metadata_and_tags(server: Server) {
+    let store = s3_store(server).await;
     let s3 = s3_of(&store);
     let key = "src dir/ünï+%#?.txt";
     let mut opts = PutOptions::default();
@@ -135,7 +153,7 @@ async fn copy_object_with_copy_directives_keeps_metadata_and_tags() {
     );
 
     // Across buckets, with the storage class given separately.
-    let other = s3_store().await;
+    let other = s3_store(server).await;
     let other_s3 = s3_of(&other);
     other_s3
         .copy_object(&src(s3.bucket(), key), key, None, Some("STANDARD_IA"), None)
@@ -146,9 +164,9 @@ async fn copy_object_with_copy_directives_keeps_metadata_and_tags() {
     assert_eq!(info.storage_class.as_deref(), Some("STANDARD_IA"));
 }
 
-#[tokio::test]
-async fn copy_of_a_missing_source_is_not_found_naming_the_source() {
-    let store = s3_store().await;
+on_s3!(copy_of_a_missing_source_is_not_found_naming_the_source);
+async fn copy_of_a_missing_source_is_not_found_naming_the_source(server: Server) {
+    let store = s3_store(server).await;
     let s3 = s3_of(&store);
     let err = s3
         .copy_object(&src(s3.bucket(), "no such key"), "dst", None, None, None)
@@ -158,9 +176,9 @@ async fn copy_of_a_missing_source_is_not_found_naming_the_source() {
     assert_eq!(err.subject, format!("s3://{}/no such key", s3.bucket()));
 }
 
-#[tokio::test]
-async fn upload_part_copy_with_the_source_layout_reproduces_the_etag() {
-    let store = s3_store().await;
+on_s3!(upload_part_copy_with_the_source_layout_reproduces_the_etag);
+async fn upload_part_copy_with_the_source_layout_reproduces_the_etag(server: Server) {
+    let store = s3_store(server).await;
     let s3 = s3_of(&store);
     let etag = stores::multipart(store.clone()).await;
     let key = "mp/object.bin";
@@ -211,9 +229,9 @@ async fn upload_part_copy_with_the_source_layout_reproduces_the_etag() {
     );
 }
 
-#[tokio::test]
-async fn errors_map_to_kinds() {
-    let store = s3_store().await;
+on_s3!(errors_map_to_kinds);
+async fn errors_map_to_kinds(server: Server) {
+    let store = s3_store(server).await;
     let s3 = s3_of(&store);
     let err = store.get("absent", None, None).await.err().unwrap();
     assert_eq!(
@@ -227,7 +245,7 @@ async fn errors_map_to_kinds() {
         ErrorKind::NotFound
     );
 
-    let missing = S3Store::new(testsupport::s3(), testsupport::unique("nobucket"));
+    let missing = S3Store::new(server.s3(), testsupport::unique("nobucket"));
     let err = missing
         .list_page(&ListRequest::default())
         .await
@@ -272,9 +290,9 @@ async fn errors_map_to_kinds() {
     store.abort_multipart("small", &id).await.unwrap();
 }
 
-#[tokio::test]
-async fn list_multipart_uploads_shows_uploads_in_progress() {
-    let store = s3_store().await;
+on_s3!(list_multipart_uploads_shows_uploads_in_progress);
+async fn list_multipart_uploads_shows_uploads_in_progress(server: Server) {
+    let store = s3_store(server).await;
     let s3 = s3_of(&store);
     let key = "up/load +1%.bin";
     let id = store
@@ -294,9 +312,9 @@ async fn list_multipart_uploads_shows_uploads_in_progress() {
     assert!(s3.list_multipart_uploads("up/").await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn fetch_owner_only_when_asked() {
-    let store = s3_store().await;
+on_s3!(fetch_owner_only_when_asked);
+async fn fetch_owner_only_when_asked(server: Server) {
+    let store = s3_store(server).await;
     store
         .put("o", Bytes::from_static(b"x"), &PutOptions::default())
         .await
