@@ -318,3 +318,71 @@ async fn copy_parks_archived_sources_with_the_archive_class() {
 async fn downup_parks_archived_sources_with_the_archive_class() {
     archived_sources_are_parked("downup").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_naming_a_missing_bucket_fails_every_key_as_no_such_bucket() {
+    let Some(ls) = Server::localstack() else {
+        return;
+    };
+    let dst = ls.bucket("strict-dst").await;
+    let missing = testsupport::unique("strict-nobucket");
+    let sb = sandbox(ls, "strict-nob");
+    sb.init();
+    let manifest = sb.dir.path().join("manifest.csv");
+    std::fs::write(&manifest, format!("{missing},a\n{missing},b/c\n")).unwrap();
+    let manifest = manifest.display().to_string();
+    for mode in ["copy", "downup", "check"] {
+        let job = format!("nob-{mode}");
+        sb.commander(&[
+            "run",
+            "--csv-manifest",
+            &manifest,
+            "-t",
+            &dst,
+            "--job-id",
+            &job,
+        ])
+        .assert_ok("commander run");
+        let run = sb.executor(&["--mode", mode, "--until-empty"]);
+        run.assert_ok("executor");
+        assert!(run.stdout.contains("2 failed"), "{mode}: {}", run.stdout);
+        let want = [
+            ("a".to_string(), "NoSuchBucket".to_string()),
+            ("b/c".to_string(), "NoSuchBucket".to_string()),
+        ];
+        assert_eq!(parked(ls, &sb, mode).await, want, "{mode}");
+        let rows = outcomes(&report_rows(&sb, &job).await);
+        let want_rows: BTreeMap<_, _> = want
+            .iter()
+            .map(|(k, c)| (k.clone(), (Outcome::Failed, Some(c.clone()))))
+            .collect();
+        assert_eq!(rows, want_rows, "{mode}");
+    }
+}
+
+/// Single-part writes carry `Content-MD5`: S3 refuses a body that does not
+/// have it (`BadDigest`, retryable) and stores nothing (moto does not check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_whose_bytes_do_not_match_its_content_md5_is_refused() {
+    use common::store::{ObjectStore, PutOptions};
+    let Some(ls) = Server::localstack() else {
+        return;
+    };
+    let bucket = ls.bucket("strict-md5").await;
+    let store = common::store::s3::S3Store::new(ls.s3(), &bucket);
+    let body = bytes::Bytes::from_static(b"the bytes sent");
+    let wrong = PutOptions {
+        content_md5: Some([7u8; 16]),
+        ..PutOptions::default()
+    };
+    let err = store.put("k", body.clone(), &wrong).await.unwrap_err();
+    assert_eq!(err.class, "BadDigest", "{err}");
+    assert!(err.kind.is_retryable());
+    assert_eq!(etag(ls, &bucket, "k").await, None);
+    let right = PutOptions {
+        content_md5: Some(<md5::Md5 as md5::Digest>::digest(&body).into()),
+        ..PutOptions::default()
+    };
+    let etag_written = store.put("k", body, &right).await.unwrap();
+    assert_eq!(etag(ls, &bucket, "k").await, Some(etag_written));
+}

@@ -134,16 +134,6 @@ impl S3Store {
         self.home.client().await
     }
 
-    /// The region requests for this bucket go to (after [`client`](Self::client) resolved it).
-    pub async fn region(&self) -> Result<Option<String>> {
-        Ok(self
-            .client()
-            .await?
-            .config()
-            .region()
-            .map(|r| r.as_ref().to_string()))
-    }
-
     /// The bucket this store reads and writes.
     pub fn bucket(&self) -> &str {
         &self.bucket
