@@ -698,9 +698,14 @@ fn abort_tasks() -> &'static tokio_util::task::TaskTracker {
 /// Returns how many were still running when the limit ran out (0: all done).
 pub async fn wait_for_aborts(limit: Duration) -> usize {
     let tasks = abort_tasks();
-    tasks.close();
-    let _ = tokio::time::timeout(limit, tasks.wait()).await;
-    tasks.reopen();
+    // Polled, not `close` + `wait`: the tracker is shared by the whole process
+    // and must stay open for uploads cancelled later (or by other callers).
+    let _ = tokio::time::timeout(limit, async {
+        while !tasks.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     tasks.len()
 }
 
