@@ -262,7 +262,8 @@ mod tests {
 
     #[test]
     fn specs_put_the_dlq_first_and_number_work_queues_from_one() {
-        let cfg = Config::default();
+        let mut cfg = Config::default();
+        cfg.sqs.message_retention_period = Duration::from_secs(86_400);
         let specs = specs(&cfg);
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
