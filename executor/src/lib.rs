@@ -205,8 +205,16 @@ pub fn summary_line(s: &RunStats) -> String {
     } else {
         String::new()
     };
+    let capped = if s.visibility_limit_reached > 0 {
+        format!(
+            ", {} redelivered at the visibility limit",
+            s.visibility_limit_reached
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "executor: {why}: {} keys{outcomes}, {} failed, {} bytes; messages: {} done, {} returned, {} bad, {} parked in DLQ{rate}",
+        "executor: {why}: {} keys{outcomes}, {} failed, {} bytes; messages: {} done, {} returned, {} bad, {} parked in DLQ{capped}{rate}",
         s.keys, s.failed, s.bytes, s.messages_done, s.messages_returned, s.bad_messages, s.dlq_messages
     )
 }

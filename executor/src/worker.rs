@@ -31,7 +31,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use common::message::{self, Batch, BatchBuilder, Failure, KeyItem};
 use common::queue::set::send_all;
-use common::queue::{Outgoing, Received, WorkQueue};
+use common::queue::{
+    attribute_value, Outgoing, Received, WorkQueue, STALE_RECEIPT_CLASS, VISIBILITY_LIMIT_CLASS,
+};
 use common::report::{Outcome, ReportRow, Reporter};
 use common::{Error, ErrorKind};
 use futures::FutureExt;
@@ -140,8 +142,12 @@ pub struct RunStats {
     pub by_outcome: BTreeMap<String, u64>,
     /// Messages deleted after all their keys were done or parked.
     pub messages_done: u64,
-    /// Messages made visible again (shutdown, or a DLQ send that failed).
+    /// Messages made visible again (shutdown, or a DLQ send that failed), or
+    /// found back in their queue at delete time (stale receipt): never done.
     pub messages_returned: u64,
+    /// Messages whose visibility could not be extended past SQS's 12-hour cap:
+    /// they were redelivered while their keys ran (the keys re-run idempotently).
+    pub visibility_limit_reached: u64,
     /// Undecodable bodies forwarded to the DLQ.
     pub bad_messages: u64,
     /// New DLQ messages sent for failed keys.
@@ -163,6 +169,7 @@ struct Counters {
     by_outcome: Mutex<BTreeMap<&'static str, u64>>,
     messages_done: AtomicU64,
     messages_returned: AtomicU64,
+    visibility_limit_reached: AtomicU64,
     bad_messages: AtomicU64,
     dlq_messages: AtomicU64,
     /// Sum of per-key durations, for the EMF latency metric.
@@ -378,6 +385,15 @@ impl Shared {
             Ok(()) => {
                 self.counters.messages_done.fetch_add(1, Ordering::Relaxed);
             }
+            Err(e) if e.class == STALE_RECEIPT_CLASS => {
+                // Received again (e.g. after the visibility cap) or dead-lettered
+                // meanwhile: not deleted, so not done; its keys re-run idempotently.
+                self.counters
+                    .messages_returned
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(queue = queue.name(), message_id = %msg.message_id, error = %e,
+                    "finished message was not deleted: it is back in its queue (received again or moved to the DLQ) and will be worked again");
+            }
             Err(e) => {
                 tracing::error!(queue = queue.name(), message_id = %msg.message_id, error = %e,
                 "could not delete a finished message; it will be worked again (harmless: every step is idempotent)")
@@ -560,6 +576,14 @@ impl Shared {
             }
         }
 
+        // No extension may race the return or the delete below.
+        extend_stop.cancel();
+        if extender.await.unwrap_or(false) {
+            self.counters
+                .visibility_limit_reached
+                .fetch_add(1, Ordering::Relaxed);
+        }
+
         let finished = results.iter().filter(|r| r.is_some()).count();
         if finished < total {
             tracing::info!(queue = queue.name(), message_id = %msg.message_id, keys = total, finished,
@@ -595,7 +619,10 @@ impl Shared {
                 .into_iter()
                 .map(|body| {
                     let mut m = Outgoing::body(body);
-                    m.attributes.insert("error_class".into(), class.clone());
+                    m.attributes.insert(
+                        "error_class".into(),
+                        attribute_value(&class, MAX_REASON_BYTES),
+                    );
                     m.attributes
                         .insert("source_queue".into(), queue.name().to_string());
                     m
@@ -619,8 +646,6 @@ impl Shared {
                 }
             }
         }
-        extend_stop.cancel();
-        let _ = extender.await;
     }
 
     /// A body that is neither format: to the DLQ unchanged (with the reason), then delete.
@@ -632,7 +657,8 @@ impl Shared {
         msg: &Received,
         err: Error,
     ) {
-        let reason = truncate(&err.full_message(), MAX_REASON_BYTES);
+        // Made safe for an attribute: a reason SQS refuses would loop the message.
+        let reason = attribute_value(&err.full_message(), MAX_REASON_BYTES);
         tracing::warn!(queue = queue.name(), message_id = %msg.message_id, error_class = "BadMessage",
             error = %reason, "message is not a known format");
         if from_dead {
@@ -750,6 +776,7 @@ impl Shared {
                 .collect(),
             messages_done: c.messages_done.load(Ordering::Relaxed),
             messages_returned: c.messages_returned.load(Ordering::Relaxed),
+            visibility_limit_reached: c.visibility_limit_reached.load(Ordering::Relaxed),
             bad_messages: c.bad_messages.load(Ordering::Relaxed),
             dlq_messages: c.dlq_messages.load(Ordering::Relaxed),
             held: self.held.lock().expect("held lock").len() as u64,
@@ -763,20 +790,31 @@ impl Shared {
 }
 
 /// Renew a message's visibility every third of `visibility` until `stop`.
+/// Returns true when the queue refused an extension past its total-visibility
+/// cap (12 hours on SQS): extending stops there, since every later try would
+/// be refused too, and the message will be redelivered while its keys run.
 async fn extend_visibility(
     queue: Arc<dyn WorkQueue>,
     receipt: String,
     visibility: Duration,
     stop: CancellationToken,
-) {
+) -> bool {
     let period = (visibility / 3).max(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return false,
             _ = tokio::time::sleep(period) => {}
         }
-        if let Err(e) = queue.set_visibility(&receipt, visibility).await {
-            tracing::warn!(queue = queue.name(), error = %e, "could not extend a message's visibility");
+        match queue.set_visibility(&receipt, visibility).await {
+            Ok(()) => {}
+            Err(e) if e.class == VISIBILITY_LIMIT_CLASS => {
+                tracing::warn!(queue = queue.name(), error = %e,
+                    "visibility cannot be extended any more: the message will be redelivered while its keys still run (they re-run idempotently; the report keeps one outcome per key)");
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(queue = queue.name(), error = %e, "could not extend a message's visibility");
+            }
         }
     }
 }
@@ -1031,6 +1069,15 @@ pub async fn serve(
     // Every tracker holds a sender: recv() returns None once all have ended.
     let _ = done_rx.recv().await;
     deadline.abort();
+    // Keys aborted at the end of the grace period leave multipart aborts
+    // running: give them their own grace period rather than exiting under them.
+    let left = common::transfer::wait_for_aborts(grace.max(Duration::from_secs(1))).await;
+    if left > 0 {
+        tracing::error!(
+            uploads = left,
+            "multipart upload aborts still running at exit: those uploads may be left open"
+        );
+    }
     progress_stop.cancel();
     let _ = progress_task.await;
     if let Some(w) = watcher {
@@ -1173,11 +1220,14 @@ mod tests {
     // ---- the loop, against the embedded queue ----
 
     /// Decides by key name: `fail-*` AccessDenied, `missing-*` source-missing,
-    /// `slow-<ms>-*` sleeps, `block-*` waits for `release`, `panic-*` panics.
+    /// `slow-<ms>-*` sleeps, `block-*` waits for `release`, `panic-*` panics,
+    /// `twice-*`: the first call waits until a second call of it started, the
+    /// second then waits for `release`.
     #[derive(Default)]
     struct Scripted {
         calls: Mutex<Vec<String>>,
         release: CancellationToken,
+        second: CancellationToken,
         running: AtomicUsize,
         max_running: AtomicUsize,
     }
@@ -1208,6 +1258,15 @@ mod tests {
             }
             if key.starts_with("block-") {
                 self.release.cancelled().await;
+            }
+            if key.starts_with("twice-") {
+                let n = self.calls().iter().filter(|c| *c == key).count();
+                if n == 1 {
+                    self.second.cancelled().await;
+                } else {
+                    self.second.cancel();
+                    self.release.cancelled().await;
+                }
             }
             if key.starts_with("panic-") {
                 panic!("scripted panic for {key}");
@@ -1458,6 +1517,206 @@ mod tests {
             "{:?}",
             dead[1].attributes
         );
+    }
+
+    /// A real queue underneath, with its calls logged in order; an extension
+    /// fires `on_extend` when it starts and takes `extend_delay` (a slow
+    /// ChangeMessageVisibility), and every delete fires `on_delete` when done.
+    struct Recording {
+        inner: Arc<dyn WorkQueue>,
+        log: Mutex<Vec<String>>,
+        extend_delay: Duration,
+        on_extend: CancellationToken,
+        on_delete: CancellationToken,
+    }
+
+    impl std::fmt::Debug for Recording {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Recording")
+        }
+    }
+
+    impl Recording {
+        fn new(inner: Arc<dyn WorkQueue>) -> Self {
+            Recording {
+                inner,
+                log: Mutex::new(Vec::new()),
+                extend_delay: Duration::ZERO,
+                on_extend: CancellationToken::new(),
+                on_delete: CancellationToken::new(),
+            }
+        }
+
+        fn log(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+
+        fn push(&self, what: String) {
+            self.log.lock().unwrap().push(what);
+        }
+    }
+
+    #[async_trait]
+    impl WorkQueue for Recording {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        async fn send_batch(&self, m: &[Outgoing]) -> common::Result<Vec<common::Result<()>>> {
+            self.inner.send_batch(m).await
+        }
+        async fn receive(
+            &self,
+            max: usize,
+            wait: Duration,
+            visibility: Option<Duration>,
+        ) -> common::Result<Vec<Received>> {
+            self.inner.receive(max, wait, visibility).await
+        }
+        async fn delete(&self, receipt: &str) -> common::Result<()> {
+            let r = self.inner.delete(receipt).await;
+            self.push(match &r {
+                Ok(()) => "delete:ok".into(),
+                Err(e) => format!("delete:{}", e.class),
+            });
+            self.on_delete.cancel();
+            r
+        }
+        async fn set_visibility(&self, receipt: &str, timeout: Duration) -> common::Result<()> {
+            if timeout.is_zero() {
+                self.push("return".into());
+                return self.inner.set_visibility(receipt, timeout).await;
+            }
+            self.push("extend-start".into());
+            self.on_extend.cancel();
+            tokio::time::sleep(self.extend_delay).await;
+            let r = self.inner.set_visibility(receipt, timeout).await;
+            self.push(match &r {
+                Ok(()) => "extend-end:ok".into(),
+                Err(e) => format!("extend-end:{}", e.class),
+            });
+            r
+        }
+        async fn depths(&self) -> common::Result<common::queue::Depths> {
+            self.inner.depths().await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_extension_lands_after_the_delete() {
+        let q = queues().await;
+        send(&*q.work, vec![body(&["block-x"])]).await;
+        let w = Arc::new(Scripted::default());
+        let mut rec = Recording::new(q.work.clone());
+        // The key finishes while an extension is on its way to the queue.
+        rec.on_extend = w.release.clone();
+        rec.extend_delay = Duration::from_millis(300);
+        let rec = Arc::new(rec);
+        let mut s = test_settings();
+        s.visibility = Duration::from_secs(1);
+        let stats = serve_until_empty(&q, vec![rec.clone()], w.clone(), s).await;
+        assert_eq!(stats.messages_done, 1);
+        let log = rec.log();
+        let delete = log.iter().position(|l| l == "delete:ok").expect("deleted");
+        assert!(
+            log[delete + 1..].iter().all(|l| !l.starts_with("extend")),
+            "an extension ran after the delete: {log:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_past_the_visibility_cap_is_redelivered_and_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = LocalService::open(dir.path().join("queue.db"))
+            .unwrap()
+            .with_visibility_limit(Duration::from_secs(2));
+        let spec = |name: &str| QueueSpec {
+            name: name.into(),
+            visibility_timeout: Duration::from_secs(1),
+            receive_wait_time: Duration::ZERO,
+            retention: Duration::from_secs(86_400),
+            redrive: None,
+        };
+        svc.ensure(&spec("dead")).await.unwrap();
+        svc.ensure(&spec("work")).await.unwrap();
+        let q = Queues {
+            work: svc.open("work").await.unwrap(),
+            dead: svc.open("dead").await.unwrap(),
+            _dir: tempfile::tempdir().unwrap(),
+        };
+        send(&*q.work, vec![body(&["twice-k"])]).await;
+        let w = Arc::new(Scripted::default());
+        let mut rec = Recording::new(q.work.clone());
+        // The redelivered copy finishes only after the first one's delete.
+        rec.on_delete = w.release.clone();
+        let rec = Arc::new(rec);
+        let reports = tempfile::tempdir().unwrap();
+        let loc = common::report::ReportLocation::new(
+            Arc::new(common::store::dir::DirStore::new(reports.path()).unwrap()),
+            "reports",
+        );
+        let (reporter, task) =
+            Reporter::start(loc.clone(), "test".into(), 1, Duration::from_millis(100));
+        let mut s = test_settings();
+        s.visibility = Duration::from_secs(1);
+        s.receivers = 2;
+        let run = serve(
+            vec![rec.clone()],
+            q.dead.clone(),
+            w.clone(),
+            s,
+            Some(reporter),
+            CancellationToken::new(),
+        );
+        let stats = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("serve ended (until-empty)");
+        task.finish().await.unwrap();
+
+        assert_eq!(
+            w.calls(),
+            ["twice-k", "twice-k"],
+            "redelivered while running"
+        );
+        assert_eq!(stats.visibility_limit_reached, 1, "{stats:?}");
+        // The first copy's receipt went stale: returned, not done.
+        assert_eq!(
+            (stats.messages_done, stats.messages_returned),
+            (1, 1),
+            "{:?}",
+            rec.log()
+        );
+        assert!(rec.log().contains(&format!("delete:{STALE_RECEIPT_CLASS}")));
+        assert!(q.work.depths().await.unwrap().is_empty());
+        // Two report rows for the key, one outcome in the job's summary.
+        let mut agg = common::report::Aggregator::new(false);
+        loc.for_each_row("job-1", |r| agg.add(r)).await.unwrap();
+        let summary = agg.snapshot();
+        assert_eq!((summary.rows, summary.total, summary.succeeded), (2, 1, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_poison_message_with_an_unsafe_reason_reaches_the_dlq() {
+        let q = queues().await;
+        // The decode error quotes the key, control character included.
+        let poison = r#"{"source_bucket":"src","target_bucket":"dst","keys":[{"source_key":"bad\u0001\u001b[31m%ff"}]}"#;
+        send(&*q.work, vec![poison.into()]).await;
+        let w = Arc::new(Scripted::default());
+        let stats = serve_until_empty(&q, vec![q.work.clone()], w.clone(), test_settings()).await;
+        assert!(w.calls().is_empty());
+        assert_eq!(
+            (
+                stats.bad_messages,
+                stats.messages_done,
+                stats.messages_returned
+            ),
+            (1, 1, 0)
+        );
+        let dead = drain(&*q.dead).await;
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].body, poison);
+        let reason = &dead[0].attributes["reason"];
+        assert!(reason.contains("bad\\u{1}\\u{1b}[31m%ff"), "{reason}");
+        assert!(!reason.chars().any(char::is_control), "{reason}");
     }
 
     async fn wait_for_calls(w: &Scripted, n: usize) {

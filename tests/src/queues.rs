@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::queue::{Ensured, Outgoing, QueueService, QueueSpec, Received, Redrive, WorkQueue};
+use common::queue::{
+    Ensured, Outgoing, QueueService, QueueSpec, Received, Redrive, WorkQueue, DLQ_RETENTION,
+    STALE_RECEIPT_CLASS,
+};
 use common::ErrorKind;
 
 use crate::unique;
@@ -335,6 +338,68 @@ pub async fn ensure_reports_created_unchanged_updated(svc: &dyn QueueService) {
         .await
         .unwrap_err();
     assert!(err.to_string().contains(&nodlq), "{err}");
+}
+
+/// `commander init` gives the DLQ the longest retention (14 days) whatever
+/// the work queues use, and brings an existing DLQ with another value to it.
+pub async fn init_gives_the_dlq_the_maximum_retention(svc: &dyn QueueService) {
+    let mut cfg = common::config::Config::default();
+    cfg.sqs.queue_num = 1;
+    cfg.sqs.dead_queue_name = unique("dead");
+    cfg.sqs.queue_name_pattern = common::config::QueuePattern(format!("{}-{{}}", unique("work")));
+    cfg.sqs.message_retention_period = Duration::from_secs(86_400);
+    // A DLQ made by an older init, with the work queues' retention.
+    let mut old = spec(&cfg.sqs.dead_queue_name, 30, None);
+    old.visibility_timeout = cfg.sqs.visibility_timeout;
+    old.receive_wait_time = cfg.sqs.receive_message_wait_time;
+    old.retention = cfg.sqs.message_retention_period;
+    assert_eq!(svc.ensure(&old).await.unwrap(), Ensured::Created);
+
+    let done = common::queue::set::init(svc, &cfg).await.unwrap();
+    assert_eq!(
+        done[0],
+        (
+            cfg.sqs.dead_queue_name.clone(),
+            Ensured::Updated(vec!["MessageRetentionPeriod".into()])
+        )
+    );
+    assert_eq!(done[1].1, Ensured::Created);
+    // What the backend now holds is exactly 14 days for the DLQ, and the
+    // configured retention for the work queue.
+    let mut dlq = old.clone();
+    dlq.retention = DLQ_RETENTION;
+    assert_eq!(svc.ensure(&dlq).await.unwrap(), Ensured::Unchanged);
+    let again = common::queue::set::init(svc, &cfg).await.unwrap();
+    assert!(
+        again.iter().all(|(_, e)| *e == Ensured::Unchanged),
+        "{again:?}"
+    );
+}
+
+/// A delete whose receipt no longer names the message — it was moved to the
+/// DLQ by a later receive — is a `ReceiptHandleIsInvalid` error, never a
+/// success: the message was not deleted by it.
+pub async fn delete_with_a_stale_receipt_is_not_success(svc: &dyn QueueService) {
+    let dead = fresh(svc, 30, None).await;
+    let q = fresh(svc, 30, Some((dead.name(), 1))).await;
+    send(&*q, &["moved"]).await;
+    let first = receive_n(&*q, 1, None).await;
+    assert_eq!(first.len(), 1);
+    q.set_visibility(&first[0].receipt, Duration::ZERO)
+        .await
+        .unwrap();
+    // The receive after the last allowed one moves it to the DLQ.
+    let none = q.receive(10, Duration::ZERO, None).await.unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    let err = q.delete(&first[0].receipt).await.unwrap_err();
+    assert_eq!(err.class, STALE_RECEIPT_CLASS, "{err}");
+    assert_eq!(err.kind, ErrorKind::Invalid, "{err}");
+    let parked = receive_n(&*dead, 1, None).await;
+    assert_eq!(parked.len(), 1, "the message is in the DLQ, not deleted");
+    assert_eq!(parked[0].body, "moved");
+    dead.delete(&parked[0].receipt).await.unwrap();
+    // Deleting an already deleted message stays fine.
+    dead.delete(&parked[0].receipt).await.unwrap();
 }
 
 /// Opening a missing queue fails with an `Input` error naming it and

@@ -89,6 +89,8 @@ both!(
     visibility_extension_and_release,
     ensure_reports_created_unchanged_updated,
     open_missing_queue_names_it,
+    init_gives_the_dlq_the_maximum_retention,
+    delete_with_a_stale_receipt_is_not_success,
 );
 
 #[tokio::test]

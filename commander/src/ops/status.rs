@@ -107,6 +107,28 @@ pub fn estimate(
     (throughput, remaining, eta)
 }
 
+/// The warning for a work queue whose oldest message is `age` old (`basis`
+/// says where that age comes from) when it is within `min(2 days, 20 %)` of
+/// the queue's `retention`: past it, the queue deletes the message unworked.
+pub fn retention_note(
+    queue: &str,
+    age: Duration,
+    retention: Duration,
+    basis: &str,
+) -> Option<String> {
+    let margin = (retention / 5).min(Duration::from_secs(2 * 86_400));
+    if age + margin < retention {
+        return None;
+    }
+    let left = retention.saturating_sub(age);
+    Some(format!(
+        "the oldest message of {queue} is {} old ({basis}); the queue deletes messages unworked after {} (sqs.message_retention_period), {} from now: add executors, or redrive before it expires",
+        human_duration(age.as_secs_f64()),
+        human_duration(retention.as_secs_f64()),
+        human_duration(left.as_secs_f64())
+    ))
+}
+
 /// Polls the queues and a job's reports. Report files are written once and
 /// never changed, so each refresh reads only the files that are new since the
 /// last one (the aggregate is kept between refreshes).
@@ -120,6 +142,8 @@ pub struct Watcher {
     files_read: HashSet<String>,
     /// `finished_at` of rows that may still fall in the window.
     recent: Vec<DateTime<Utc>>,
+    /// The work queues' retention, to warn before messages expire.
+    retention: Option<Duration>,
 }
 
 impl Watcher {
@@ -139,7 +163,14 @@ impl Watcher {
             aggregator: Aggregator::new(false),
             files_read: HashSet::new(),
             recent: Vec::new(),
+            retention: None,
         }
+    }
+
+    /// Warn when a work queue's oldest message nears `retention`.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
     }
 
     /// One refresh at time `now`.
@@ -162,6 +193,25 @@ impl Watcher {
             });
         }
         let mut notes = Vec::new();
+        // Ages the backend knows (the embedded queue: each message's enqueue
+        // time); SQS tells none, then the job's start bounds it (below).
+        let mut ages_unknown = false;
+        if let Some(retention) = self.retention {
+            for (q, st) in self.set.work.iter().zip(&queues) {
+                if st.visible + st.in_flight + st.delayed == 0 {
+                    continue;
+                }
+                match q.oldest_message_age().await? {
+                    Some(age) => notes.extend(retention_note(
+                        q.name(),
+                        age,
+                        retention,
+                        "from its enqueue time",
+                    )),
+                    None => ages_unknown = true,
+                }
+            }
+        }
         let dlq = queues.last().map(|q| q.visible + q.in_flight).unwrap_or(0);
         if dlq > 0 {
             notes.push(format!(
@@ -181,6 +231,15 @@ impl Watcher {
             ));
             return Ok(self.status(now, queues, Summary::default(), 0, notes));
         };
+        if let (true, Some(retention), Some(r)) = (ages_unknown, self.retention, record.as_ref()) {
+            let age = (now - r.started_at).to_std().unwrap_or_default();
+            notes.extend(retention_note(
+                "the work queues",
+                age,
+                retention,
+                "at most: the job started enqueuing then; SQS does not report message ages, and messages of an older job would be older",
+            ));
+        }
         if record.is_none() {
             notes.push(format!(
                 "job {job_id} has no job record: enqueued totals and ETA unknown"
@@ -353,7 +412,8 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let set = super::open_queues(cfg).await?;
     let location = common::report::open_report_location(cfg).await?;
-    let mut watcher = Watcher::new(set, location, args.job_id.clone(), args.window);
+    let mut watcher = Watcher::new(set, location, args.job_id.clone(), args.window)
+        .with_retention(cfg.sqs.message_retention_period);
     loop {
         let status = tokio::select! {
             s = watcher.poll(Utc::now()) => s?,
@@ -399,6 +459,69 @@ mod tests {
         assert_eq!(eta, Some(120.0));
         assert_eq!(estimate(None, 40, 30, 60.0).2, None);
         assert_eq!(estimate(Some(5), 0, 0, 0.0), (0.0, Some(5), None));
+    }
+
+    #[test]
+    fn retention_warning_starts_within_two_days_or_a_fifth() {
+        let day = Duration::from_secs(86_400);
+        let basis = "from its enqueue time";
+        assert_eq!(retention_note("q", day * 11, day * 14, basis), None);
+        let n = retention_note("q", day * 12, day * 14, basis).unwrap();
+        assert!(n.contains("12d 00h old (from its enqueue time)"), "{n}");
+        assert!(
+            n.contains("after 14d 00h") && n.contains("2d 00h from now"),
+            "{n}"
+        );
+        // A short retention warns within its last fifth.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(retention_note("q", hour * 47 / 60, hour, basis), None);
+        assert!(retention_note("q", hour * 49 / 60, hour, basis).is_some());
+        assert!(retention_note("q", hour * 2, hour, basis)
+            .unwrap()
+            .contains("0s from now"));
+    }
+
+    #[tokio::test]
+    async fn status_warns_when_the_oldest_embedded_message_nears_retention() {
+        use common::queue::local::{Clock, LocalService};
+        use common::queue::{Outgoing, QueueService, QueueSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::system();
+        let svc =
+            LocalService::open_with_clock(dir.path().join("q.sqlite"), clock.clone()).unwrap();
+        let spec = |name: &str| QueueSpec {
+            name: name.into(),
+            visibility_timeout: Duration::from_secs(30),
+            receive_wait_time: Duration::ZERO,
+            retention: Duration::from_secs(3600),
+            redrive: None,
+        };
+        svc.ensure(&spec("dead")).await.unwrap();
+        svc.ensure(&spec("work")).await.unwrap();
+        let work = svc.open("work").await.unwrap();
+        work.send_batch(&[Outgoing::body("m")]).await.unwrap();
+        let set = QueueSet {
+            work: vec![work],
+            dead: svc.open("dead").await.unwrap(),
+        };
+        let mut w = Watcher::new(set, None, None, Duration::from_secs(300))
+            .with_retention(Duration::from_secs(3600));
+        let warned = |s: &Status| s.notes.iter().any(|n| n.contains("oldest message"));
+        let s = w.poll(Utc::now()).await.unwrap();
+        assert!(!warned(&s), "{:?}", s.notes);
+        clock.advance(Duration::from_secs(50 * 60));
+        let s = w.poll(Utc::now()).await.unwrap();
+        let note = s
+            .notes
+            .iter()
+            .find(|n| n.contains("oldest message"))
+            .unwrap_or_else(|| panic!("no warning: {:?}", s.notes));
+        assert!(
+            note.contains("oldest message of work is 50m")
+                && note.contains("from its enqueue time"),
+            "{note}"
+        );
+        assert!(render_text(&s).contains("note: the oldest message of work"));
     }
 
     #[test]

@@ -21,14 +21,16 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::{
-    Depths, Ensured, Outgoing, QueueService, QueueSpec, Received, WorkQueue, MAX_BATCH_ENTRIES,
-    MAX_MESSAGE_BYTES,
+    valid_sqs_char, Depths, Ensured, Outgoing, QueueService, QueueSpec, Received, WorkQueue,
+    MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES, MAX_TOTAL_VISIBILITY, STALE_RECEIPT_CLASS,
+    VISIBILITY_LIMIT_CLASS,
 };
 use crate::error::{Error, ErrorKind, Result};
 
 /// Schema version stored in `PRAGMA user_version`; a file made by a newer
-/// version is refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+/// version is refused rather than misread. Version 2 added `received_at`
+/// (the total-visibility cap); a version-1 file is upgraded in place on open.
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,7 +67,8 @@ CREATE TABLE IF NOT EXISTS messages (
     sent_at       INTEGER NOT NULL,       -- unix ms, kept when moved to the DLQ (retention)
     visible_at    INTEGER NOT NULL,       -- unix ms; > now = in flight
     receive_count INTEGER NOT NULL DEFAULT 0,
-    receipt       TEXT                    -- receipt handle of the latest receive
+    receipt       TEXT,                   -- receipt handle of the latest receive
+    received_at   INTEGER                 -- unix ms of the latest receive (visibility cap)
 );
 CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue, visible_at, id);
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_receipt ON messages (receipt);
@@ -110,6 +113,9 @@ struct Shared {
     path: PathBuf,
     pool: Mutex<Vec<Connection>>,
     clock: Clock,
+    /// Cap on a message's visibility from its receive, in ms (SQS's 12 hours
+    /// unless a test scales it down with [`LocalService::with_visibility_limit`]).
+    visibility_limit_ms: AtomicI64,
 }
 
 impl Shared {
@@ -258,6 +264,10 @@ impl LocalService {
                 format!("queue file has schema version {version}, newer than this program's {SCHEMA_VERSION}: upgrade the program"),
             ));
         }
+        if version == 1 {
+            tx.execute_batch("ALTER TABLE messages ADD COLUMN received_at INTEGER")
+                .map_err(sql)?;
+        }
         tx.execute_batch(SCHEMA).map_err(sql)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(sql)?;
@@ -266,10 +276,20 @@ impl LocalService {
             path,
             pool: Mutex::new(vec![conn]),
             clock,
+            visibility_limit_ms: AtomicI64::new(ms(MAX_TOTAL_VISIBILITY)),
         };
         Ok(LocalService {
             shared: Arc::new(shared),
         })
+    }
+
+    /// Scale the total-visibility cap ([`MAX_TOTAL_VISIBILITY`] by default)
+    /// down, so a test can reach it. Applies to this service and its queues.
+    pub fn with_visibility_limit(self, limit: Duration) -> Self {
+        self.shared
+            .visibility_limit_ms
+            .store(ms(limit), Ordering::SeqCst);
+        self
     }
 
     /// The queue file.
@@ -408,12 +428,6 @@ fn validate_spec(spec: &QueueSpec) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Characters SQS accepts in a message: tab, LF, CR, and U+0020 upwards
-/// except U+FFFE/U+FFFF (surrogates cannot occur in a Rust string).
-fn valid_sqs_char(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
 }
 
 /// What SQS would reject in one batch entry.
@@ -615,10 +629,12 @@ fn receive_once(
                     continue;
                 }
             }
-            let receipt = uuid::Uuid::new_v4().simple().to_string();
+            // The row id in the receipt lets a later delete tell "already
+            // deleted" from "received again since" (see `delete`).
+            let receipt = format!("{id}-{}", uuid::Uuid::new_v4().simple());
             tx.execute(
-                "UPDATE messages SET receive_count = receive_count + 1, receipt = ?2, visible_at = ?3 WHERE id = ?1",
-                rusqlite::params![id, receipt, visible_until],
+                "UPDATE messages SET receive_count = receive_count + 1, receipt = ?2, visible_at = ?3, received_at = ?4 WHERE id = ?1",
+                rusqlite::params![id, receipt, visible_until, now],
             )
             .map_err(sql)?;
             let attributes: BTreeMap<String, String> =
@@ -754,20 +770,47 @@ impl WorkQueue for LocalQueue {
 
     async fn delete(&self, receipt: &str) -> Result<()> {
         let (name, receipt) = (self.name.clone(), receipt.to_string());
-        let deleted = self
+        let (deleted, still_there) = self
             .shared
             .run(move |shared, conn, _| {
-                conn.execute(
-                    "DELETE FROM messages WHERE queue = ?1 AND receipt = ?2",
-                    [&name, &receipt],
-                )
-                .map_err(|e| shared.sql(e))
+                let sql = |e| shared.sql(e);
+                let deleted = conn
+                    .execute(
+                        "DELETE FROM messages WHERE queue = ?1 AND receipt = ?2",
+                        [&name, &receipt],
+                    )
+                    .map_err(sql)?;
+                if deleted > 0 {
+                    return Ok((true, false));
+                }
+                // Receipts are `<row id>-<uuid>`: is the message still here
+                // (received again, or moved to the DLQ) under another receipt?
+                let Some(id) = receipt
+                    .split_once('-')
+                    .and_then(|(id, _)| id.parse::<i64>().ok())
+                else {
+                    return Ok((false, false));
+                };
+                let exists: bool = conn
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM messages WHERE id = ?1)",
+                        [id],
+                        |r| r.get(0),
+                    )
+                    .map_err(sql)?;
+                Ok((false, exists))
             })
             .await?;
-        if deleted == 0 {
-            // Already deleted, or received again by another consumer since
-            // (its new receipt wins): either way, nothing to do.
-            tracing::debug!(queue = %self.name, "delete with a stale or unknown receipt: nothing deleted");
+        if still_there {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                STALE_RECEIPT_CLASS,
+                &self.name,
+                "the receipt handle is stale: the message was received again or moved to the dead-letter queue, and was not deleted",
+            ));
+        }
+        if !deleted {
+            tracing::debug!(queue = %self.name, "delete of an already deleted message: nothing to do");
         }
         Ok(())
     }
@@ -782,25 +825,61 @@ impl WorkQueue for LocalQueue {
             ));
         }
         let (name, receipt) = (self.name.clone(), receipt.to_string());
-        let changed = self
+        // Some(received_at) when the receipt is current; the cap is checked
+        // in the same transaction as the change.
+        let outcome = self
             .shared
             .run(move |shared, conn, now| {
-                conn.execute(
+                let sql = |e| shared.sql(e);
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sql)?;
+                let received_at: Option<Option<i64>> = tx
+                    .query_row(
+                        "SELECT received_at FROM messages WHERE queue = ?1 AND receipt = ?2",
+                        [&name, &receipt],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql)?;
+                let Some(received_at) = received_at else {
+                    return Ok(Err(STALE_RECEIPT_CLASS));
+                };
+                let until = now.saturating_add(ms(timeout));
+                let limit = shared.visibility_limit_ms.load(Ordering::SeqCst);
+                // Rows received before schema 2 have no receive time: uncapped.
+                if let Some(at) = received_at {
+                    if !timeout.is_zero() && until.saturating_sub(at) > limit {
+                        return Ok(Err(VISIBILITY_LIMIT_CLASS));
+                    }
+                }
+                tx.execute(
                     "UPDATE messages SET visible_at = ?3 WHERE queue = ?1 AND receipt = ?2",
-                    rusqlite::params![name, receipt, now.saturating_add(ms(timeout))],
+                    rusqlite::params![name, receipt, until],
                 )
-                .map_err(|e| shared.sql(e))
+                .map_err(sql)?;
+                tx.commit().map_err(sql)?;
+                Ok(Ok(()))
             })
             .await?;
-        if changed == 0 {
-            return Err(Error::new(
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(class) if class == VISIBILITY_LIMIT_CLASS => Err(Error::new(
                 ErrorKind::Invalid,
-                "ReceiptHandleIsInvalid",
+                VISIBILITY_LIMIT_CLASS,
+                &self.name,
+                format!(
+                    "total visibility of the message would pass the {:?} limit from its receive: it will be redelivered",
+                    Duration::from_millis(self.shared.visibility_limit_ms.load(Ordering::SeqCst).max(0) as u64)
+                ),
+            )),
+            Err(_) => Err(Error::new(
+                ErrorKind::Invalid,
+                STALE_RECEIPT_CLASS,
                 &self.name,
                 "the receipt handle is unknown: the message was deleted or received again by another consumer",
-            ));
+            )),
         }
-        Ok(())
     }
 
     async fn depths(&self) -> Result<Depths> {
@@ -821,6 +900,24 @@ impl WorkQueue for LocalQueue {
                     in_flight: in_flight.max(0) as u64,
                     delayed: 0,
                 })
+            })
+            .await
+    }
+
+    /// From the first enqueue time of each message (kept across a move to the DLQ).
+    async fn oldest_message_age(&self) -> Result<Option<Duration>> {
+        let name = self.name.clone();
+        self.shared
+            .run(move |shared, conn, now| {
+                let q = require_queue(shared, conn, &name)?;
+                let oldest: Option<i64> = conn
+                    .query_row(
+                        "SELECT MIN(sent_at) FROM messages WHERE queue = ?1 AND sent_at >= ?2",
+                        rusqlite::params![name, now.saturating_sub(q.retention_ms)],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| shared.sql(e))?;
+                Ok(oldest.map(|t| Duration::from_millis(now.saturating_sub(t).max(0) as u64)))
             })
             .await
     }
@@ -885,15 +982,139 @@ mod tests {
         assert_eq!(second[0].receive_count, 2);
         assert_ne!(second[0].receipt, first[0].receipt);
 
-        // The first consumer's receipt is stale: no delete, no visibility change.
-        q.delete(&first[0].receipt).await.unwrap();
+        // The first consumer's receipt is stale: no delete (and it is told
+        // so: the message is not done), no visibility change.
+        let err = q.delete(&first[0].receipt).await.unwrap_err();
+        assert_eq!(
+            (err.kind, err.class.as_str()),
+            (ErrorKind::Invalid, STALE_RECEIPT_CLASS)
+        );
         assert_eq!(q.depths().await.unwrap().in_flight, 1);
         let err = q.set_visibility(&first[0].receipt, NOW).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Invalid);
+        assert_eq!(
+            (err.kind, err.class.as_str()),
+            (ErrorKind::Invalid, STALE_RECEIPT_CLASS)
+        );
 
         q.delete(&second[0].receipt).await.unwrap();
         q.delete(&second[0].receipt).await.unwrap();
+        // Once the message is gone, an old receipt is "already deleted".
+        q.delete(&first[0].receipt).await.unwrap();
         assert!(q.depths().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn visibility_is_capped_from_the_receive_like_sqs() {
+        let (_dir, clock, svc) = service();
+        let svc = svc.with_visibility_limit(Duration::from_secs(60));
+        svc.ensure(&spec("work", 30, None)).await.unwrap();
+        let q = svc.open("work").await.unwrap();
+        q.send_batch(&[Outgoing::body("long")]).await.unwrap();
+        let got = q.receive(1, NOW, None).await.unwrap();
+        let receipt = &got[0].receipt;
+        q.set_visibility(receipt, Duration::from_secs(50))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(20));
+        q.set_visibility(receipt, Duration::from_secs(35))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(20));
+        let err = q
+            .set_visibility(receipt, Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.kind, err.class.as_str()),
+            (ErrorKind::Invalid, VISIBILITY_LIMIT_CLASS)
+        );
+        // The refused extension changed nothing: visible 55 s after the receive.
+        clock.advance(Duration::from_secs(16));
+        let again = q.receive(1, NOW, None).await.unwrap();
+        assert_eq!(again.len(), 1, "redelivered at the cap");
+        // A new receive starts a new allowance; returning is always allowed.
+        q.set_visibility(&again[0].receipt, Duration::from_secs(59))
+            .await
+            .unwrap();
+        q.set_visibility(&again[0].receipt, NOW).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_oldest_message_age_counts_from_its_enqueue() {
+        let (_dir, clock, svc) = service();
+        svc.ensure(&spec("dead", 30, None)).await.unwrap();
+        svc.ensure(&spec("work", 30, Some(("dead", 1))))
+            .await
+            .unwrap();
+        let q = svc.open("work").await.unwrap();
+        assert_eq!(q.oldest_message_age().await.unwrap(), None);
+        q.send_batch(&[Outgoing::body("old")]).await.unwrap();
+        clock.advance(Duration::from_secs(100));
+        q.send_batch(&[Outgoing::body("new")]).await.unwrap();
+        let age = q.oldest_message_age().await.unwrap().unwrap();
+        assert!(
+            age >= Duration::from_secs(100) && age < Duration::from_secs(160),
+            "{age:?}"
+        );
+        // Being received does not make a message younger.
+        let got = q.receive(10, NOW, None).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(q.oldest_message_age().await.unwrap().unwrap() >= Duration::from_secs(100));
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_upgraded_and_its_messages_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&SCHEMA.replace(
+                "    receipt       TEXT,                   -- receipt handle of the latest receive\n    received_at   INTEGER                 -- unix ms of the latest receive (visibility cap)\n",
+                "    receipt       TEXT\n",
+            ))
+            .unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO queues VALUES ('work', 30000, 0, 3600000, NULL, NULL, 0)",
+                [],
+            )
+            .unwrap();
+            let now = Clock::system().now_ms();
+            conn.execute(
+                "INSERT INTO messages (message_id, queue, body, attributes, sent_at, visible_at, receive_count, receipt)
+                 VALUES ('m1', 'work', 'kept', '{}', ?1, ?1, 0, NULL)",
+                [now],
+            )
+            .unwrap();
+            let cols: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('messages') WHERE name = 'received_at'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(cols, 0, "the fixture is a version-1 file");
+        }
+        let svc = LocalService::open(&path).unwrap();
+        let q = svc.open("work").await.unwrap();
+        let got = q.receive(1, NOW, None).await.unwrap();
+        assert_eq!(got[0].body, "kept");
+        q.set_visibility(&got[0].receipt, Duration::from_secs(60))
+            .await
+            .unwrap();
+        q.delete(&got[0].receipt).await.unwrap();
+        assert!(q.depths().await.unwrap().is_empty());
+    }
+
+    proptest::proptest! {
+        /// Any reason text, made safe by `attribute_value`, is accepted in an
+        /// attribute (the DLQ forward of a poison message cannot be refused).
+        #[test]
+        fn safe_attribute_values_pass_the_queue_checks(text in proptest::prelude::any::<String>()) {
+            let mut m = Outgoing::body("poison");
+            m.attributes.insert("reason".into(), super::super::attribute_value(&text, 1024));
+            proptest::prop_assert!(validate_message("dead", &m).is_ok());
+        }
     }
 
     #[tokio::test]

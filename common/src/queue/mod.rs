@@ -26,6 +26,62 @@ pub const MAX_BATCH_ENTRIES: usize = 10;
 /// the embedded queue enforces per message and per SendMessageBatch call.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
+/// Longest retention SQS allows, which the DLQ always gets (whatever the work
+/// queues use): a parked key must outlive the time it takes someone to look.
+pub const DLQ_RETENTION: Duration = Duration::from_secs(1_209_600);
+
+/// SQS's cap on a message's visibility, counted from the receive that issued
+/// the receipt handle: an extension past it is refused with
+/// [`VISIBILITY_LIMIT_CLASS`]. The embedded queue enforces the same cap.
+pub const MAX_TOTAL_VISIBILITY: Duration = Duration::from_secs(43_200);
+
+/// Error class of a visibility change refused because it would pass
+/// [`MAX_TOTAL_VISIBILITY`]: the message will become visible (and be
+/// redelivered) whatever the holder does.
+pub const VISIBILITY_LIMIT_CLASS: &str = "TotalVisibilityLimit";
+
+/// Error class of a delete (or visibility change) whose receipt handle no
+/// longer names the message: it was received again, or moved to the DLQ.
+/// The message was *not* deleted by this call.
+pub const STALE_RECEIPT_CLASS: &str = "ReceiptHandleIsInvalid";
+
+/// Longest text [`attribute_value`] keeps (bytes, before the ellipsis).
+pub const MAX_ATTRIBUTE_TEXT: usize = 1024;
+
+/// Characters SQS accepts in a message body or attribute: tab, LF, CR, and
+/// U+0020 upwards except U+FFFE/U+FFFF (surrogates cannot occur in a Rust string).
+pub fn valid_sqs_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+}
+
+/// Make arbitrary text (an error message, a reason) safe as a message
+/// attribute value on either backend: every control character (tab and line
+/// breaks included, so the value stays one line) and every character SQS
+/// refuses is written as `\u{..}`, a backslash as `\\`, and the result is cut
+/// to at most `max` bytes at a character boundary (`…` marks a cut). Never
+/// empty, so SQS never sees an empty attribute value.
+pub fn attribute_value(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max) + 4);
+    for c in text.chars() {
+        let piece = if c == '\\' {
+            "\\\\".to_string()
+        } else if c.is_control() || !valid_sqs_char(c) {
+            c.escape_unicode().to_string()
+        } else {
+            c.to_string()
+        };
+        if out.len() + piece.len() > max {
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+    }
+    if out.is_empty() {
+        out.push('-');
+    }
+    out
+}
+
 /// `max` must be 1..=10, as ReceiveMessage's `MaxNumberOfMessages`; both
 /// backends refuse other values the same way.
 pub(crate) fn check_receive_max(queue: &str, max: usize) -> Result<()> {
@@ -143,14 +199,25 @@ pub trait WorkQueue: Send + Sync + std::fmt::Debug {
         visibility: Option<Duration>,
     ) -> Result<Vec<Received>>;
 
-    /// Delete a received message. Deleting an already deleted message is not an error.
+    /// Delete a received message. Deleting an already deleted message is not an
+    /// error. A receipt that no longer names the message (received again, moved
+    /// to the DLQ) is an error of class [`STALE_RECEIPT_CLASS`]: the message was
+    /// not deleted and is, or will be, back.
     async fn delete(&self, receipt: &str) -> Result<()>;
 
     /// Change a received message's visibility: extend it, or `0` to return it now.
+    /// An extension past [`MAX_TOTAL_VISIBILITY`] is an error of class
+    /// [`VISIBILITY_LIMIT_CLASS`].
     async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<()>;
 
     /// Approximate depths.
     async fn depths(&self) -> Result<Depths>;
+
+    /// Age of the oldest message in the queue, when the backend can tell
+    /// cheaply. SQS has no such attribute (only a CloudWatch metric): `None`.
+    async fn oldest_message_age(&self) -> Result<Option<Duration>> {
+        Ok(None)
+    }
 }
 
 /// A queue service: creates and opens queues by name.
@@ -162,4 +229,33 @@ pub trait QueueService: Send + Sync + std::fmt::Debug {
     /// Open an existing queue; a missing queue is an error naming it and
     /// suggesting `commander init`.
     async fn open(&self, name: &str) -> Result<Arc<dyn WorkQueue>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_values_escape_controls_and_cut_at_char_boundaries() {
+        assert_eq!(attribute_value("plain", 100), "plain");
+        assert_eq!(
+            attribute_value("a\u{1}b\nc\\d\u{FFFE}", 100),
+            "a\\u{1}b\\u{a}c\\\\d\\u{fffe}"
+        );
+        assert_eq!(attribute_value("", 100), "-");
+        assert_eq!(attribute_value("ééé", 3), "é…");
+        assert_eq!(attribute_value("ab\u{7}", 4), "ab…", "no half escape");
+    }
+
+    proptest::proptest! {
+        /// Whatever the text, the value is non-empty, bounded, and only holds
+        /// characters SQS accepts (no control characters at all).
+        #[test]
+        fn any_text_makes_a_safe_attribute_value(text in proptest::prelude::any::<String>(), max in 1usize..2048) {
+            let v = attribute_value(&text, max);
+            proptest::prop_assert!(!v.is_empty());
+            proptest::prop_assert!(v.len() <= max.max(1) + '…'.len_utf8(), "{} > {}", v.len(), max);
+            proptest::prop_assert!(v.chars().all(|c| valid_sqs_char(c) && !c.is_control()), "{v:?}");
+        }
+    }
 }

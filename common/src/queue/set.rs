@@ -12,7 +12,10 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::local::LocalService;
 use super::sqs::SqsService;
-use super::{Ensured, Outgoing, QueueService, QueueSpec, Redrive, WorkQueue, MAX_BATCH_ENTRIES};
+use super::{
+    Ensured, Outgoing, QueueService, QueueSpec, Redrive, WorkQueue, DLQ_RETENTION,
+    MAX_BATCH_ENTRIES,
+};
 use crate::config::{Config, QueueBackend};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -42,7 +45,8 @@ pub async fn open_service(cfg: &Config) -> Result<Arc<dyn QueueService>> {
 }
 
 /// The queues `commander init` creates: the DLQ first (the work queues'
-/// redrive policy points at it), then work queues `1..=queue_num`.
+/// redrive policy points at it; retention always [`DLQ_RETENTION`]), then
+/// work queues `1..=queue_num`.
 pub fn specs(cfg: &Config) -> Vec<QueueSpec> {
     let s = &cfg.sqs;
     let base = |name: String, redrive: Option<Redrive>| QueueSpec {
@@ -52,7 +56,11 @@ pub fn specs(cfg: &Config) -> Vec<QueueSpec> {
         retention: s.message_retention_period,
         redrive,
     };
-    let mut out = vec![base(s.dead_queue_name.clone(), None)];
+    // The DLQ keeps messages as long as SQS allows, whatever the work queues use.
+    let mut out = vec![QueueSpec {
+        retention: DLQ_RETENTION,
+        ..base(s.dead_queue_name.clone(), None)
+    }];
     out.extend((1..=s.queue_num).map(|n| {
         base(
             cfg.queue_name(n),
@@ -254,7 +262,8 @@ mod tests {
 
     #[test]
     fn specs_put_the_dlq_first_and_number_work_queues_from_one() {
-        let cfg = Config::default();
+        let mut cfg = Config::default();
+        cfg.sqs.message_retention_period = Duration::from_secs(86_400);
         let specs = specs(&cfg);
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
@@ -269,6 +278,7 @@ mod tests {
             ]
         );
         assert_eq!(specs[0].redrive, None);
+        assert_eq!(specs[0].retention, DLQ_RETENTION, "the DLQ keeps 14 days");
         for s in &specs[1..] {
             assert_eq!(
                 s.redrive,

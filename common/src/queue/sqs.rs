@@ -17,6 +17,7 @@ use aws_sdk_sqs::Client;
 
 use super::{
     Depths, Ensured, Outgoing, QueueService, QueueSpec, Received, WorkQueue, MAX_BATCH_ENTRIES,
+    STALE_RECEIPT_CLASS, VISIBILITY_LIMIT_CLASS,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -65,6 +66,15 @@ fn is_queue_exists(code: &str) -> bool {
 
 fn is_invalid_receipt(code: &str) -> bool {
     matches!(code, "ReceiptHandleIsInvalid" | "InvalidReceiptHandle")
+}
+
+/// Whether a ChangeMessageVisibility error is SQS refusing to extend past the
+/// 12-hour total ("Total VisibilityTimeout for the message is beyond the
+/// limit [43200 seconds]"): SQS gives it no code of its own, only
+/// `InvalidParameterValue` and that text.
+fn is_visibility_limit(code: &str, message: &str) -> bool {
+    code.rsplit('.').next() == Some("InvalidParameterValue")
+        && message.contains("Total VisibilityTimeout")
 }
 
 /// What to do with an SQS service error, from its code and HTTP status.
@@ -506,9 +516,14 @@ impl WorkQueue for SqsQueue {
             .await
         {
             Ok(_) => Ok(()),
+            // SQS accepts the receipt of a message already deleted; a refused
+            // one means the message is still there (received again, or moved
+            // to the DLQ): not deleted, so never reported as done.
             Err(e) if is_invalid_receipt(&code_of(&e)) => {
-                tracing::debug!(queue = %self.name, "delete of an already deleted message");
-                Ok(())
+                let mut err = sdk_error(e, &self.name, "DeleteMessage");
+                err.kind = ErrorKind::Invalid;
+                err.class = STALE_RECEIPT_CLASS.to_string();
+                Err(err)
             }
             Err(e) => Err(sdk_error(e, &self.name, "DeleteMessage")),
         }
@@ -524,9 +539,14 @@ impl WorkQueue for SqsQueue {
             .await
             .map_err(|e| {
                 let code = code_of(&e);
+                let limit = is_visibility_limit(&code, e.message().unwrap_or_default());
                 let mut err = sdk_error(e, &self.name, "ChangeMessageVisibility");
-                if is_invalid_receipt(&code) || code.ends_with("MessageNotInflight") {
+                if limit {
                     err.kind = ErrorKind::Invalid;
+                    err.class = VISIBILITY_LIMIT_CLASS.to_string();
+                } else if is_invalid_receipt(&code) || code.ends_with("MessageNotInflight") {
+                    err.kind = ErrorKind::Invalid;
+                    err.class = STALE_RECEIPT_CLASS.to_string();
                 }
                 err
             })?;
@@ -589,6 +609,21 @@ mod tests {
             classify("InvalidParameterValue", Some(400)),
             ErrorKind::Permanent
         );
+    }
+
+    #[test]
+    fn the_total_visibility_refusal_is_told_apart() {
+        let text = "Value 43201 for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit [43200 seconds]";
+        assert!(is_visibility_limit("InvalidParameterValue", text));
+        assert!(is_visibility_limit(
+            "AWS.SimpleQueueService.InvalidParameterValue",
+            text
+        ));
+        assert!(!is_visibility_limit(
+            "InvalidParameterValue",
+            "Value -1 for parameter VisibilityTimeout is invalid"
+        ));
+        assert!(!is_visibility_limit("ReceiptHandleIsInvalid", text));
     }
 
     #[test]

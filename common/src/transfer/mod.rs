@@ -831,9 +831,34 @@ async fn check(job: &Job<'_>) -> Result<Done> {
     }
 }
 
+/// Aborts of cancelled multipart uploads (spawned by [`UploadGuard`]'s drop)
+/// that may still be running: one tracker for the process, so whoever shuts
+/// down can wait for them instead of letting the runtime drop them unrun.
+fn abort_tasks() -> &'static tokio_util::task::TaskTracker {
+    static TASKS: std::sync::OnceLock<tokio_util::task::TaskTracker> = std::sync::OnceLock::new();
+    TASKS.get_or_init(tokio_util::task::TaskTracker::new)
+}
+
+/// Wait up to `limit` for the aborts of cancelled multipart uploads started so
+/// far (call it after the work was cancelled, before the process exits).
+/// Returns how many were still running when the limit ran out (0: all done).
+pub async fn wait_for_aborts(limit: Duration) -> usize {
+    let tasks = abort_tasks();
+    // Polled, not `close` + `wait`: the tracker is shared by the whole process
+    // and must stay open for uploads cancelled later (or by other callers).
+    let _ = tokio::time::timeout(limit, async {
+        while !tasks.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    tasks.len()
+}
+
 /// Aborts a multipart upload if dropped before [`UploadGuard::disarm`]: on
-/// errors (awaited by [`UploadGuard::abort`]) and on cancellation (spawned),
-/// so no orphaned parts are billed.
+/// errors (awaited by [`UploadGuard::abort`]) and on cancellation (spawned on
+/// the process-wide tracker that [`wait_for_aborts`] waits for), so no
+/// orphaned parts are billed.
 struct UploadGuard {
     store: Arc<dyn ObjectStore>,
     key: String,
@@ -875,11 +900,54 @@ impl Drop for UploadGuard {
         };
         let store = self.store.clone();
         let key = std::mem::take(&mut self.key);
-        handle.spawn(async move {
+        abort_tasks().spawn_on(async move {
             if let Err(e) = store.abort_multipart(&key, &id).await {
                 tracing::error!(error = %e, upload_id = %id, "could not abort a cancelled multipart upload");
             }
+        }, &handle);
+    }
+}
+
+#[cfg(test)]
+mod upload_guard_tests {
+    use super::*;
+    use crate::store::dir::DirStore;
+    use crate::store::PutOptions;
+
+    fn part_files(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("s3mig-part"))
+            .collect()
+    }
+
+    /// A cancelled upload's abort is spawned by the drop; `wait_for_aborts`
+    /// lets it finish even when the runtime is dropped right after (as at
+    /// process exit), so no parts are left behind.
+    #[test]
+    fn the_abort_of_a_dropped_upload_is_awaited_before_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(DirStore::new(dir.path()).unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let id = store
+                .create_multipart("big", &PutOptions::default())
+                .await
+                .unwrap();
+            store
+                .upload_part("big", &id, 1, Bytes::from_static(b"part one"))
+                .await
+                .unwrap();
+            assert!(!part_files(dir.path()).is_empty(), "a part was written");
+            drop(UploadGuard::new(store.clone(), "big", &id));
+            assert_eq!(wait_for_aborts(Duration::from_secs(60)).await, 0);
         });
+        drop(rt);
+        assert_eq!(part_files(dir.path()), Vec::<String>::new());
     }
 }
 
