@@ -27,6 +27,9 @@ use crate::store::ObjectStore;
 /// Called for every selected key with its row and source (`s3://bucket`); an error stops the read.
 pub type RowEmit = Arc<dyn Fn(Row, &Arc<str>, KeyItem) -> Result<()> + Send + Sync>;
 
+/// What [`read_rows`] calls for each selected key: line, source, key.
+pub type LineEmit<'a> = dyn FnMut(u64, &Arc<str>, KeyItem) -> Result<()> + 'a;
+
 /// Read manifest rows, calling `emit` for each selected key (with its line)
 /// in file order. `name` names the file in errors (with `:line`).
 /// `only_bucket`: rows must name this bucket. Returns the rows read;
@@ -37,7 +40,7 @@ pub fn read_rows<R: Read>(
     only_bucket: Option<&str>,
     selector: &Selector,
     rows_read: Option<&AtomicU64>,
-    emit: &mut dyn FnMut(u64, &Arc<str>, KeyItem) -> Result<()>,
+    emit: &mut LineEmit<'_>,
 ) -> Result<u64> {
     // Line by line (fields are URL-encoded, so a row never spans lines): exact
     // line numbers in errors, blank lines included.
