@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// Only keys strictly after this one (the resume point a failed run prints)
     #[arg(long, value_name = "KEY", help_heading = "Source")]
     pub start_after: Option<String>,
+    /// Inventories and CSV manifests: start at this row, FILE:LINE (data file number
+    /// in manifest order and line, both from 1), the resume point a failed run prints
+    #[arg(long, value_name = "FILE:LINE", help_heading = "Source")]
+    pub resume_from: Option<String>,
 
     /// Target: bucket, s3://bucket/prefix or a local directory
     #[arg(

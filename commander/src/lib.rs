@@ -236,6 +236,7 @@ async fn run_job(
         keys_per_second: objects as f64 / elapsed.max(0.001),
         error: error.clone(),
         resume_start_after: resume.clone(),
+        resume_from: outcome.resume_row.map(|r| r.to_string()),
     };
     if args.json {
         println!(
@@ -253,9 +254,13 @@ async fn run_job(
     } else {
         format!("--job-id {job_id} ")
     };
-    let hint = match &resume {
+    let hint = match (&resume, outcome.resume_row) {
         _ if objects == 0 || args.dry_run => "nothing was sent: fix the problem and run the same command again".to_string(),
-        Some(r) if !r.is_empty() => format!(
+        // Manifests resume at a row, whatever the order of their rows and files.
+        (Some(_), Some(row)) => format!(
+            "to resume, re-run the same command with {same_job}--resume-from {row} (rows from there on that were already sent are sent again; executors skip identical objects)"
+        ),
+        (Some(r), None) if !r.is_empty() => format!(
             "to resume, re-run the same command with {same_job}--start-after {} (keys after it that were already sent are sent again; executors skip identical objects)",
             shell_quote(r)
         ),
@@ -280,7 +285,7 @@ async fn preflight(plan: &source::Plan) -> common::Result<()> {
     match &plan.kind {
         SourceKind::Inventory { inventory, .. } => {
             let rows = inventory
-                .for_each(selector, None, Arc::new(|_| Ok(())))
+                .for_each(selector, None, Arc::new(|_, _| Ok(())))
                 .await?;
             let files = inventory.manifest.files.len();
             tracing::info!(rows, files, "inventory checked");
@@ -291,7 +296,7 @@ async fn preflight(plan: &source::Plan) -> common::Result<()> {
         } => {
             let only = only_bucket.clone();
             let rows = manifest
-                .for_each(only, selector, None, Arc::new(|_, _| Ok(())))
+                .for_each(only, selector, None, Arc::new(|_, _, _| Ok(())))
                 .await?;
             tracing::info!(rows, "CSV manifest checked");
         }

@@ -11,12 +11,14 @@
 //! just below its smallest key. Every key not acknowledged by the queue is
 //! greater than it, so `--start-after <point>` sends everything that is
 //! missing (and some keys again: at-least-once, executors are idempotent).
+//! Manifests are not in key order: for them the same is tracked in rows
+//! ([`Row`]), the smallest row not acknowledged, for `--resume-from`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::listing::{resume_before, Found, ResumeAfter, SourceEnd};
+use common::listing::{resume_before, Found, ResumeAfter, Row, SourceEnd};
 use common::message::{encode, BatchBuilder};
 use common::queue::{Outgoing, WorkQueue, MAX_BATCH_ENTRIES};
 use common::{Error, ErrorKind};
@@ -35,6 +37,8 @@ pub struct Encoded {
     pub bytes: u64,
     /// Smallest key of the message.
     pub min_key: String,
+    /// Smallest manifest row of its keys (`None` for listings).
+    pub min_row: Option<Row>,
 }
 
 /// Where messages go.
@@ -85,6 +89,9 @@ pub struct Outcome {
     /// `None`: everything was sent. `Some(r)`: resume with `--start-after r`
     /// (`Some(None)`: from the beginning).
     pub resume: Option<ResumeAfter>,
+    /// Manifests: with `resume`, the row to resume from (`--resume-from`):
+    /// every row not acknowledged by the queue is at or after it.
+    pub resume_row: Option<Row>,
     /// Whether the stop was a cancel from outside (Ctrl-C).
     pub interrupted: bool,
 }
@@ -124,10 +131,12 @@ where
 
     let mut errors: Vec<Error> = Vec::new();
     let mut resume: Vec<ResumeAfter> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     match source_task.await {
         Ok(end) => {
             errors.extend(end.error);
             resume.extend(end.unfinished);
+            rows.extend(end.next_row);
         }
         Err(e) => errors.push(panic_error("source", e)),
     }
@@ -135,6 +144,7 @@ where
         Ok(end) => {
             errors.extend(end.error);
             resume.extend(end.unsent_min.as_deref().map(resume_before));
+            rows.extend(end.unsent_row);
         }
         Err(e) => errors.push(panic_error("batcher", e)),
     }
@@ -143,6 +153,7 @@ where
             Ok(end) => {
                 errors.extend(end.error);
                 resume.extend(end.unsent_min.as_deref().map(resume_before));
+                rows.extend(end.unsent_row);
             }
             Err(e) => errors.push(panic_error("sender", e)),
         }
@@ -150,6 +161,7 @@ where
     let mut rx = body_rx.lock().await;
     while let Ok(left) = rx.try_recv() {
         resume.push(resume_before(&left.min_key));
+        rows.extend(left.min_row);
     }
     let interrupted = cancel.is_cancelled() && errors.is_empty();
     if interrupted && resume.is_empty() {
@@ -157,6 +169,7 @@ where
         return Outcome {
             error: None,
             resume: None,
+            resume_row: None,
             interrupted: false,
         };
     }
@@ -165,9 +178,11 @@ where
     } else {
         resume.into_iter().min()
     };
+    let resume_row = resume.as_ref().and(rows.into_iter().min());
     Outcome {
         error: errors.into_iter().next(),
         resume,
+        resume_row,
         interrupted,
     }
 }
@@ -179,6 +194,22 @@ fn panic_error(what: &str, e: tokio::task::JoinError) -> Error {
 struct BatcherEnd {
     error: Option<Error>,
     unsent_min: Option<String>,
+    unsent_row: Option<Row>,
+}
+
+/// The smaller of two optional rows.
+fn lower_row(a: Option<Row>, b: Option<Row>) -> Option<Row> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The smallest row of the `n` oldest pending keys of a builder, removed
+/// (a builder closes batches in the order keys were pushed).
+fn take_rows(pending: &mut VecDeque<Option<Row>>, n: usize) -> Option<Row> {
+    let n = n.min(pending.len());
+    pending.drain(..n).flatten().min()
 }
 
 fn min_opt(a: Option<String>, b: &str) -> Option<String> {
@@ -195,17 +226,23 @@ async fn batcher(
     cancel: CancellationToken,
 ) -> BatcherEnd {
     let mut builders: HashMap<Arc<str>, BatchBuilder> = HashMap::new();
+    // The rows of each builder's keys not yet in a closed batch, in push order.
+    let mut pending: HashMap<Arc<str>, VecDeque<Option<Row>>> = HashMap::new();
     let mut end = BatcherEnd {
         error: None,
         unsent_min: None,
+        unsent_row: None,
     };
     let mut stopped = false;
     while let Some(found) = rx.recv().await {
         if stopped || cancel.is_cancelled() {
             stopped = true;
             end.unsent_min = min_opt(end.unsent_min, &found.item.key);
+            end.unsent_row = lower_row(end.unsent_row, found.row);
             continue;
         }
+        let rows = pending.entry(found.source.clone()).or_default();
+        rows.push_back(found.row);
         let builder = builders.entry(found.source.clone()).or_insert_with(|| {
             BatchBuilder::new(
                 &s.job_id,
@@ -216,22 +253,27 @@ async fn batcher(
             )
         });
         if let Some(batch) = builder.push(found.item) {
-            if let Err(e) = forward(&s, batch, &tx, &cancel, &mut end).await {
+            let row = take_rows(rows, batch.keys.len());
+            if let Err(e) = forward(&s, batch, row, &tx, &cancel, &mut end).await {
                 end.error = e;
                 stopped = true;
                 cancel.cancel();
             }
         }
     }
-    for (_, mut b) in builders {
+    for (source, mut b) in builders {
         if let Some(batch) = b.take() {
+            let row = pending
+                .get_mut(&source)
+                .and_then(|p| take_rows(p, batch.keys.len()));
             if stopped || cancel.is_cancelled() {
                 if let Some(k) = batch.keys.iter().map(|k| k.key.as_str()).min() {
                     end.unsent_min = min_opt(end.unsent_min.take(), k);
                 }
+                end.unsent_row = lower_row(end.unsent_row, row);
                 continue;
             }
-            if let Err(e) = forward(&s, batch, &tx, &cancel, &mut end).await {
+            if let Err(e) = forward(&s, batch, row, &tx, &cancel, &mut end).await {
                 end.error = e;
                 stopped = true;
                 cancel.cancel();
@@ -246,6 +288,7 @@ async fn batcher(
 async fn forward(
     s: &Settings,
     batch: common::message::Batch,
+    min_row: Option<Row>,
     tx: &mpsc::Sender<Encoded>,
     cancel: &CancellationToken,
     end: &mut BatcherEnd,
@@ -262,9 +305,11 @@ async fn forward(
         keys: batch.keys.len() as u64,
         bytes: batch.keys.iter().filter_map(|k| k.size).sum(),
         min_key,
+        min_row,
     };
     if enc.body.len() > s.max_message_bytes {
         end.unsent_min = min_opt(end.unsent_min.take(), &enc.min_key);
+        end.unsent_row = lower_row(end.unsent_row, enc.min_row);
         return Err(Some(Error::input(
             "sqs.max_message_bytes",
             format!(
@@ -280,12 +325,14 @@ async fn forward(
         r = tx.send(enc) => {
             if r.is_err() {
                 end.unsent_min = min_opt(end.unsent_min.take(), &min_key);
+                end.unsent_row = lower_row(end.unsent_row, min_row);
                 return Err(None);
             }
             Ok(())
         }
         _ = cancel.cancelled() => {
             end.unsent_min = min_opt(end.unsent_min.take(), &min_key);
+            end.unsent_row = lower_row(end.unsent_row, min_row);
             Err(None)
         }
     }
@@ -294,6 +341,7 @@ async fn forward(
 struct SenderEnd {
     error: Option<Error>,
     unsent_min: Option<String>,
+    unsent_row: Option<Row>,
 }
 
 async fn sender(
@@ -365,8 +413,10 @@ async fn sender(
             Err(e) => {
                 cancel.cancel();
                 let mut unsent_min: Option<String> = None;
+                let mut unsent_row: Option<Row> = None;
                 for m in group.iter().chain(carry.iter()) {
                     unsent_min = min_opt(unsent_min, &m.min_key);
+                    unsent_row = lower_row(unsent_row, m.min_row);
                 }
                 let subject = names.get(idx).cloned().unwrap_or_default();
                 let message = format!("sending to queue `{subject}` failed: {}", e.message);
@@ -374,14 +424,15 @@ async fn sender(
                 return SenderEnd {
                     error: Some(error),
                     unsent_min,
+                    unsent_row,
                 };
             }
         }
     }
-    let unsent_min = carry.map(|c| c.min_key);
     SenderEnd {
         error: None,
-        unsent_min,
+        unsent_min: carry.as_ref().map(|c| c.min_key.clone()),
+        unsent_row: carry.and_then(|c| c.min_row),
     }
 }
 
@@ -408,6 +459,7 @@ mod tests {
                 size: Some(10),
                 ..KeyItem::default()
             },
+            row: None,
         }
     }
 
@@ -465,6 +517,7 @@ mod tests {
                 SourceEnd {
                     error: Some(Error::input("s3://src/p", "denied")),
                     unfinished: Some(Some("k24".into())),
+                    ..SourceEnd::default()
                 }
             },
         )
@@ -472,6 +525,55 @@ mod tests {
         assert_eq!(counters.keys_sent.load(Ordering::Relaxed), 25);
         assert_eq!(out.resume, Some(Some("k24".to_string())));
         assert!(out.error.unwrap().to_string().contains("s3://src/p"));
+    }
+
+    #[tokio::test]
+    async fn manifest_rows_resume_at_the_smallest_row_not_sent() {
+        // Rows 1..=6 with keys in no order; the source stopped after row 6,
+        // and the batch holding rows 4..=6 is over the size limit.
+        let counters = Arc::new(Counters::for_queues(1));
+        let out = run(
+            settings(3, 400),
+            Sink::DryRun(vec!["q".into()]),
+            counters.clone(),
+            CancellationToken::new(),
+            |tx, _| async move {
+                for (line, k) in ["m", "z", "b", &"a".repeat(500), "c", "d"]
+                    .iter()
+                    .enumerate()
+                {
+                    let mut f = found(k);
+                    f.row = Some(Row {
+                        file: 2,
+                        line: line as u64 + 1,
+                    });
+                    if tx.send(f).await.is_err() {
+                        break;
+                    }
+                }
+                SourceEnd {
+                    error: None,
+                    unfinished: Some(None),
+                    next_row: Some(Row { file: 2, line: 7 }),
+                }
+            },
+        )
+        .await;
+        assert!(out.error.is_some());
+        // The first message (rows 1..=3) may or may not have been sent before
+        // the stop; either way the resume row is the first row not sent.
+        let first_unsent = match counters.keys_sent.load(Ordering::Relaxed) {
+            0 => 1,
+            3 => 4,
+            n => panic!("{n} keys sent"),
+        };
+        assert_eq!(
+            out.resume_row,
+            Some(Row {
+                file: 2,
+                line: first_unsent
+            })
+        );
     }
 
     #[tokio::test]
@@ -499,6 +601,7 @@ mod tests {
                 SourceEnd {
                     error: None,
                     unfinished: Some(Some("zzz".into())),
+                    ..SourceEnd::default()
                 }
             },
         )

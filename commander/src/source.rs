@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use common::config::Config;
 use common::listing::csv_manifest::CsvManifest;
-use common::listing::filter::{parse_size, parse_time};
+use common::listing::filter::parse_size;
 use common::listing::inventory::Inventory;
 use common::listing::parallel::ListOptions;
-use common::listing::{FilterSpec, KeyFilter, KeyMap, OwnerRule, Selector};
+use common::listing::{FilterSpec, KeyFilter, KeyMap, OwnerRule, Row, Selector};
 use common::location::Location;
 use common::store::open::open_store;
 use common::store::ObjectStore;
+use common::window::DateWindow;
 use common::{Error, Result};
 
 use crate::cli::RunArgs;
@@ -91,16 +92,10 @@ pub fn filter_spec(args: &RunArgs, prefix: &str) -> Result<FilterSpec> {
             .as_deref()
             .map(|s| parse_size(s, "--max-size"))
             .transpose()?,
-        modified_since: args
-            .modified_since
-            .as_deref()
-            .map(|s| parse_time(s, "--modified-since"))
-            .transpose()?,
-        not_modified_since: args
-            .not_modified_since
-            .as_deref()
-            .map(|s| parse_time(s, "--not-modified-since"))
-            .transpose()?,
+        window: DateWindow::parse(
+            args.modified_since.as_deref(),
+            args.not_modified_since.as_deref(),
+        )?,
         owner: match (&args.owner, &args.no_owner) {
             (Some(o), _) => Some(OwnerRule::Is(o.clone())),
             (None, Some(o)) => Some(OwnerRule::IsNot(o.clone())),
@@ -144,8 +139,13 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
         return Err(Error::input("--batch-num", "must be at least 1"));
     }
 
+    let resume_from = args
+        .resume_from
+        .as_deref()
+        .map(|r| Row::parse(r, "--resume-from"))
+        .transpose()?;
     let kind = if let Some(m) = &args.manifest_path {
-        let inventory = if m.starts_with("s3://") {
+        let mut inventory = if m.starts_with("s3://") {
             let loc = Location::parse(m, "--manifest-path")?;
             let client = common::clients::s3_client(&cfg.aws.inventory).await;
             let store = open_store(&loc, Some(client), false).await?;
@@ -161,6 +161,16 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
                 .await
                 .map_err(|e| Error::input(m, e.to_string()))??
         };
+        if let Some(r) = resume_from {
+            let files = inventory.manifest.files.len();
+            if r.file as usize > files {
+                return Err(Error::input(
+                    "--resume-from",
+                    format!("row {r}: the inventory has {files} data files"),
+                ));
+            }
+        }
+        inventory.resume_from = resume_from;
         let s = &inventory.schema;
         let what = format!("the inventory {}", inventory.manifest_name);
         filter.require(&what, s.size.is_some(), s.last_modified.is_some(), false)?;
@@ -176,7 +186,7 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
         }
     } else if let Some(c) = &args.csv_manifest {
         filter.require("a CSV manifest", false, false, false)?;
-        let manifest = if c.starts_with("s3://") {
+        let mut manifest = if c.starts_with("s3://") {
             let loc = Location::parse(c, "--csv-manifest")?;
             if loc.prefix().is_empty() || loc.prefix().ends_with('/') {
                 return Err(Error::input(
@@ -193,6 +203,13 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
             }
             CsvManifest::local(c)
         };
+        if let Some(r) = resume_from.filter(|r| r.file != 1) {
+            return Err(Error::input(
+                "--resume-from",
+                format!("row {r}: a CSV manifest is one file, its rows are 1:LINE"),
+            ));
+        }
+        manifest.resume_from = resume_from;
         let only_bucket = match &source_loc {
             None => None,
             Some(Location::S3 { bucket, .. }) => Some(bucket.clone()),
@@ -208,6 +225,12 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
             only_bucket,
         }
     } else {
+        if resume_from.is_some() {
+            return Err(Error::input(
+                "--resume-from",
+                "rows are for -m/--manifest-path and --csv-manifest; a listing resumes with --start-after",
+            ));
+        }
         let Some(src) = &source_loc else {
             return Err(Error::input(
                 "--source-bucket",

@@ -43,6 +43,8 @@ pub struct Summary {
     pub error: Option<String>,
     /// `--start-after` value to resume with (`""`: re-run from the beginning).
     pub resume_start_after: Option<String>,
+    /// Inventories and CSV manifests: the `--resume-from` row (FILE:LINE) to resume with.
+    pub resume_from: Option<String>,
 }
 
 /// Messages sent to one work queue.
@@ -247,6 +249,7 @@ mod tests {
             keys_per_second: 500.0,
             error: None,
             resume_start_after: None,
+            resume_from: None,
         };
         let t = s.render_text();
         for want in [

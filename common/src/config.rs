@@ -18,6 +18,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 use serde_saphyr::Spanned;
 
 use crate::error::{Error, Result};
+use crate::location::EndpointPolicy;
 pub use crate::logging::LogFormat;
 
 /// The config file read when `-c/--config-file` is not given (missing is fine).
@@ -135,6 +136,11 @@ pub struct MigrationConfig {
     pub concurrency: usize,
     /// `text` (default) or `json` log lines (`--log-format`).
     pub log_format: LogFormat,
+    /// Sources a queue message may name (`migration.allowed_sources`);
+    /// `None`: the queue backend's default (see [`Config::allowed_sources`]).
+    pub allowed_sources: Option<EndpointPolicy>,
+    /// Targets a queue message may name (`migration.allowed_targets`).
+    pub allowed_targets: Option<EndpointPolicy>,
 }
 
 impl Default for MigrationConfig {
@@ -148,6 +154,8 @@ impl Default for MigrationConfig {
             part_size: 64 * 1024 * 1024,
             concurrency: 64,
             log_format: LogFormat::Text,
+            allowed_sources: None,
+            allowed_targets: None,
         }
     }
 }
@@ -434,6 +442,8 @@ pub static KEYS: &[KeySpec] = &[
     key("migration.multipart_threshold", Size, Some("5GiB"), &["MIGRATION_MULTIPART_THRESHOLD"], "objects at or above this size are copied in parts (at most 5GiB)"),
     key("migration.part_size", Size, Some("64MiB"), &["MIGRATION_PART_SIZE"], "part size for multipart copies and uploads (5MiB..5GiB)"),
     key("migration.concurrency", Usize, Some("64"), &["MIGRATION_CONCURRENCY"], "objects in flight per executor"),
+    key("migration.allowed_sources", Str, None, &["MIGRATION_ALLOWED_SOURCES"], "sources a queue message may name, comma-separated: s3://*, s3://bucket, file://*, file:///dir; unset: s3://* with the sqs backend, s3://*,file://* with the local one"),
+    key("migration.allowed_targets", Str, None, &["MIGRATION_ALLOWED_TARGETS"], "targets a queue message may name (same forms and defaults as allowed_sources)"),
     // sqs
     key("sqs.queue_num", Usize, Some("5"), &["QUEUE_NUM", "SQS_QUEUE_NUM"], "number of work queues"),
     key("sqs.queue_name_pattern", Str, Some("s3-migration-{:0>2d}"), &["QUEUE_NAME_PATTERN", "SQS_QUEUE_NAME_PATTERN"], "work queue names; {:0>2d}, {:02}, {:02d}, {:d} or {} is the queue number"),
@@ -851,6 +861,30 @@ impl Config {
         self.sqs.queue_name_pattern.format(n)
     }
 
+    /// The sources a queue message may name: `migration.allowed_sources`, else
+    /// every bucket (and, with the embedded queue, every directory too).
+    pub fn allowed_sources(&self) -> EndpointPolicy {
+        self.migration
+            .allowed_sources
+            .clone()
+            .unwrap_or_else(|| self.default_endpoints())
+    }
+
+    /// The targets a queue message may name (see [`Config::allowed_sources`]).
+    pub fn allowed_targets(&self) -> EndpointPolicy {
+        self.migration
+            .allowed_targets
+            .clone()
+            .unwrap_or_else(|| self.default_endpoints())
+    }
+
+    fn default_endpoints(&self) -> EndpointPolicy {
+        match self.queue {
+            QueueBackend::Sqs => EndpointPolicy::s3_only(),
+            QueueBackend::Local(_) => EndpointPolicy::anything(),
+        }
+    }
+
     /// All work queue names, 1..=`sqs.queue_num`.
     pub fn queue_names(&self) -> Vec<String> {
         (1..=self.sqs.queue_num)
@@ -943,6 +977,12 @@ impl Config {
             "migration.multipart_threshold" => format_size(m.multipart_threshold),
             "migration.part_size" => format_size(m.part_size),
             "migration.concurrency" => m.concurrency.to_string(),
+            "migration.allowed_sources" => {
+                opt(m.allowed_sources.as_ref().map(|p| q(&p.to_config_text())))
+            }
+            "migration.allowed_targets" => {
+                opt(m.allowed_targets.as_ref().map(|p| q(&p.to_config_text())))
+            }
             "sqs.queue_num" => s.queue_num.to_string(),
             "sqs.queue_name_pattern" => q(&s.queue_name_pattern.0),
             "sqs.dead_queue_name" => q(&s.dead_queue_name),
@@ -1597,6 +1637,8 @@ fn build(m: &Merged) -> Result<Config> {
         part_size,
         concurrency: concurrency as usize,
         log_format,
+        allowed_sources: policy(m, "migration.allowed_sources")?,
+        allowed_targets: policy(m, "migration.allowed_targets")?,
     };
 
     let queue_num = m.need("sqs.queue_num", m.uint("sqs.queue_num", 1000)?)?;
@@ -1706,6 +1748,13 @@ fn build(m: &Merged) -> Result<Config> {
             })
             .collect(),
     })
+}
+
+/// An endpoint list key; errors name the key and where its value came from.
+fn policy(m: &Merged, path: &str) -> Result<Option<EndpointPolicy>> {
+    m.text(path)?
+        .map(|t| EndpointPolicy::parse(&t, path).map_err(|e| m.err(path, e.message)))
+        .transpose()
 }
 
 fn aws_section(m: &Merged, prefix: &str) -> Result<AwsSection> {

@@ -14,6 +14,7 @@
 //! | [`listing`]  | sources of keys (parallel ListObjectsV2, S3 Inventory, CSV manifest) and batching |
 //! | [`transfer`] | plan and run one object's copy (server-side, part copy, streaming) |
 //! | [`verify`]   | compare source and target metadata into a verdict |
+//! | [`window`]   | the date window of `--modified-since` / `--not-modified-since`, for both binaries |
 //! | [`report`]   | per-key outcome rows and their summaries |
 //! | [`logging`]  | tracing setup shared by both binaries |
 
@@ -29,5 +30,6 @@ pub mod report;
 pub mod store;
 pub mod transfer;
 pub mod verify;
+pub mod window;
 
 pub use error::{Error, ErrorKind, Result};

@@ -5,10 +5,15 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use clap::Parser;
 use common::config::GlobalArgs;
 use common::transfer::Mode;
+use common::window::{parse_instant, DateWindow};
+
+/// The time parser of `--modified-since` / `--not-modified-since`: the one of
+/// `common::window`, shared with the commander.
+pub use common::window::parse_instant as parse_time;
 
 /// `executor`: receive batches of keys from the work queues and copy, download-upload
 /// or check each key; failed keys are parked in the dead-letter queue.
@@ -62,13 +67,22 @@ pub struct Cli {
     #[arg(long, default_value_t = 0.0, value_parser = parse_seconds, env = "EXECUTOR_SLEEP_SEC", help_heading = "Queues")]
     pub sleep_sec: f64,
 
-    /// Only work objects last modified after this time (RFC 3339 or YYYY-MM-DD, UTC); others are `skipped-filtered`.
-    #[arg(long, value_parser = parse_time, env = "EXECUTOR_MODIFIED_SINCE", help_heading = "Work")]
+    /// Only work objects last modified at or after this time (RFC 3339, YYYY-MM-DD HH:MM:SS or YYYY-MM-DD, UTC); others are `skipped-filtered`.
+    #[arg(long, value_parser = parse_instant, env = "EXECUTOR_MODIFIED_SINCE", help_heading = "Work")]
     pub modified_since: Option<DateTime<Utc>>,
 
-    /// Only work objects last modified at or before this time (RFC 3339 or YYYY-MM-DD, UTC).
-    #[arg(long, value_parser = parse_time, env = "EXECUTOR_NOT_MODIFIED_SINCE", help_heading = "Work")]
+    /// Only work objects last modified before this time (same forms; the commander's window rule).
+    #[arg(long, value_parser = parse_instant, env = "EXECUTOR_NOT_MODIFIED_SINCE", help_heading = "Work")]
     pub not_modified_since: Option<DateTime<Utc>>,
+
+    /// Sources a message may name, comma-separated: `s3://*`, `s3://bucket`, `file://*`,
+    /// `file:///dir` (config `migration.allowed_sources`). Others are parked as BadMessage.
+    #[arg(long, value_name = "LIST", help_heading = "Queues")]
+    pub allowed_sources: Option<String>,
+
+    /// Targets a message may name, same forms (config `migration.allowed_targets`).
+    #[arg(long, value_name = "LIST", help_heading = "Queues")]
+    pub allowed_targets: Option<String>,
 
     /// Temporary directory (config `migration.tmp_dir`); no mode needs disk today.
     #[arg(long, help_heading = "Work")]
@@ -167,6 +181,16 @@ impl Cli {
                 "--multipart-threshold",
             ),
             ("migration.tmp_dir", self.tmp_dir.clone(), "--tmp-dir"),
+            (
+                "migration.allowed_sources",
+                self.allowed_sources.clone(),
+                "--allowed-sources",
+            ),
+            (
+                "migration.allowed_targets",
+                self.allowed_targets.clone(),
+                "--allowed-targets",
+            ),
         ]
     }
 
@@ -194,31 +218,16 @@ impl Cli {
         Duration::from_secs_f64(self.grace_period)
     }
 
+    /// The date window of `--modified-since` / `--not-modified-since`
+    /// (the one rule of both binaries: since inclusive, until exclusive).
+    pub fn window(&self) -> common::Result<DateWindow> {
+        DateWindow::new(self.modified_since, self.not_modified_since)
+    }
+
     /// Pause after an empty receive call.
     pub fn sleep(&self) -> Duration {
         Duration::from_secs_f64(self.sleep_sec)
     }
-}
-
-/// Parse `--modified-since`-style values: RFC 3339 (`2024-05-01T12:00:00Z`,
-/// `2024-05-01T12:00:00+02:00`), `YYYY-MM-DDTHH:MM:SS` / `YYYY-MM-DD HH:MM:SS`
-/// (UTC), or a date `YYYY-MM-DD` (midnight UTC).
-pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
-    let t = s.trim();
-    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
-        return Ok(dt.with_timezone(&Utc));
-    }
-    for fmt in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
-        if let Ok(dt) = NaiveDateTime::parse_from_str(t, fmt) {
-            return Ok(dt.and_utc());
-        }
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
-    }
-    Err(format!(
-        "`{s}` is not a time: use RFC 3339 (2024-05-01T12:00:00Z) or a date (2024-05-01)"
-    ))
 }
 
 /// Parse a non-negative number of seconds (fractions allowed).
@@ -331,24 +340,6 @@ mod tests {
             );
             assert!(e.to_string().contains(flag), "{args:?}: {e}");
         }
-    }
-
-    #[test]
-    fn times_accept_every_documented_form() {
-        for (input, want) in [
-            ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00+00:00"),
-            (
-                "2024-05-01T12:00:00.5+00:00",
-                "2024-05-01T12:00:00.500+00:00",
-            ),
-            ("2024-05-01T12:00:00", "2024-05-01T12:00:00+00:00"),
-            ("2024-05-01 12:00:00", "2024-05-01T12:00:00+00:00"),
-            (" 2024-05-01 ", "2024-05-01T00:00:00+00:00"),
-        ] {
-            assert_eq!(parse_time(input).unwrap().to_rfc3339(), want, "{input}");
-        }
-        let e = parse_time("05/01/2024").unwrap_err();
-        assert!(e.contains("05/01/2024") && e.contains("RFC 3339"), "{e}");
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use common::config::Config;
-use common::location::Location;
+use common::location::{EndpointPolicy, Location};
 use common::message::{Batch, KeyItem};
 use common::queue::set::{open_service, QueueSet};
 use common::report::{ReportLocation, Reporter};
@@ -142,13 +142,7 @@ fn check_flags(cli: &Cli) -> anyhow::Result<()> {
             bail!("--queue-num -1 receives from no work queue: add -d/--including-dead to drain the dead-letter queue");
         }
     }
-    if let (Some(a), Some(b)) = (cli.modified_since, cli.not_modified_since) {
-        if a >= b {
-            bail!(
-                "--modified-since {a} is not before --not-modified-since {b}: no object can match"
-            );
-        }
-    }
+    cli.window()?;
     Ok(())
 }
 
@@ -231,6 +225,9 @@ pub struct TransferWorker {
     source_section: common::config::AwsSection,
     /// The source is read with `aws.copy_source` (downup/check with that section set).
     separate_source: bool,
+    /// What a message may name (`migration.allowed_sources` / `allowed_targets`).
+    allowed_sources: EndpointPolicy,
+    allowed_targets: EndpointPolicy,
     ends: Mutex<HashMap<(String, String), Arc<Endpoints>>>,
 }
 
@@ -267,8 +264,24 @@ impl TransferWorker {
                 cfg.aws.copy.clone()
             },
             separate_source,
+            allowed_sources: cfg.allowed_sources(),
+            allowed_targets: cfg.allowed_targets(),
             ends: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The message's two ends, checked against the allowed lists (directories
+    /// resolved to their real paths, which are what gets opened).
+    fn locations(&self, batch: &Batch) -> common::Result<(Location, Location)> {
+        let source = Location::parse(&batch.source, "message source")?;
+        let target = Location::parse(&batch.target, "message target")?;
+        let source = self
+            .allowed_sources
+            .admit(&source, "source", "migration.allowed_sources")?;
+        let target = self
+            .allowed_targets
+            .admit(&target, "target", "migration.allowed_targets")?;
+        Ok((source, target))
     }
 
     async fn endpoints(&self, batch: &Batch) -> common::Result<Arc<Endpoints>> {
@@ -276,8 +289,7 @@ impl TransferWorker {
         if let Some(e) = self.ends.lock().expect("ends lock").get(&cache_key) {
             return Ok(e.clone());
         }
-        let source = Location::parse(&batch.source, "message source")?;
-        let target = Location::parse(&batch.target, "message target")?;
+        let (source, target) = self.locations(batch)?;
         let both_s3 = matches!(
             (&source, &target),
             (Location::S3 { .. }, Location::S3 { .. })
@@ -328,6 +340,10 @@ impl KeyWorker for TransferWorker {
             note: done.note,
         })
     }
+
+    fn admit(&self, batch: &Batch) -> common::Result<()> {
+        self.locations(batch).map(|_| ())
+    }
 }
 
 /// The per-key options from config and flags.
@@ -341,8 +357,8 @@ pub fn transfer_options(cfg: &Config, cli: &Cli) -> TransferOptions {
         part_concurrency: cli.part_concurrency(),
         storage_class: cli.storage_class.clone(),
         acl: cli.acl(),
-        modified_since: cli.modified_since,
-        not_modified_since: cli.not_modified_since,
+        // Checked by `check_flags`; an empty window cannot get here.
+        window: cli.window().unwrap_or_default(),
         max_attempts: 3,
         // One budget for every object's part buffers: streaming stays within
         // concurrency × part_size for the whole process.
@@ -415,7 +431,7 @@ mod tests {
         );
         let o = transfer_options(&cfg, &cli(&["--modified-since", "2024-01-01", "--deep"]));
         assert_eq!(o.acl.as_deref(), Some("bucket-owner-full-control"));
-        assert!(o.deep && o.modified_since.is_some() && o.not_modified_since.is_none());
+        assert!(o.deep && o.window.since.is_some() && o.window.until.is_none());
         assert_eq!(o.part_concurrency, 8);
         let pool = o.buffers.expect("a shared buffer budget");
         assert_eq!(pool.capacity(), 64 * (5 << 20));

@@ -65,6 +65,12 @@ pub struct KeyDone {
 pub trait KeyWorker: Send + Sync + 'static {
     /// Work `item` of `batch`.
     async fn work(&self, batch: &Batch, item: &KeyItem) -> common::Result<KeyDone>;
+
+    /// Whether a decoded message may be worked at all (e.g. its endpoints are
+    /// allowed); `Err` parks the whole message, unchanged, as a BadMessage.
+    fn admit(&self, _batch: &Batch) -> common::Result<()> {
+        Ok(())
+    }
 }
 
 /// How the loop behaves; built from flags and config by `run`.
@@ -468,7 +474,8 @@ impl Shared {
             let mut span = self.counters.span.lock().expect("span lock");
             span.0.get_or_insert_with(std::time::Instant::now);
         }
-        let decoded = message::decode(&msg.body);
+        let decoded =
+            message::decode(&msg.body).and_then(|batch| self.worker.admit(&batch).map(|()| batch));
         if let Ok(batch) = &decoded {
             self.outstanding
                 .fetch_add(batch.keys.len(), Ordering::SeqCst);
@@ -648,7 +655,8 @@ impl Shared {
         }
     }
 
-    /// A body that is neither format: to the DLQ unchanged (with the reason), then delete.
+    /// A body that is neither format, or that the worker does not admit: to the
+    /// DLQ unchanged (with the reason), then delete.
     /// From the DLQ itself it is left where it is (held until exit).
     async fn bad_message(
         &self,
@@ -660,7 +668,7 @@ impl Shared {
         // Made safe for an attribute: a reason SQS refuses would loop the message.
         let reason = attribute_value(&err.full_message(), MAX_REASON_BYTES);
         tracing::warn!(queue = queue.name(), message_id = %msg.message_id, error_class = "BadMessage",
-            error = %reason, "message is not a known format");
+            error = %reason, "bad message (unknown format or refused endpoint)");
         if from_dead {
             self.hold(queue, msg);
             return;

@@ -207,7 +207,7 @@ fn read_inventory(data: &[u8], file: &DataFile) -> (Vec<KeyItem>, Result<u64, Er
         &schema,
         &sel,
         Some(&counted),
-        &mut |item| {
+        &mut |_, item| {
             items.push(item);
             Ok(())
         },
@@ -683,7 +683,7 @@ fn read_csv(data: &[u8], only: Option<&str>) -> CsvOut {
         only,
         &sel,
         Some(&counted),
-        &mut |src: &Arc<str>, item| {
+        &mut |_, src: &Arc<str>, item| {
             out.push((src.to_string(), item));
             Ok(())
         },

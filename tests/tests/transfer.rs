@@ -591,17 +591,17 @@ async fn date_window_skips_objects_outside_it() {
         ..item("k")
     };
     let mut o = opts(Mode::Copy);
-    o.modified_since = Some(now - Duration::days(1));
+    o.window.since = Some(now - Duration::days(1));
     assert_eq!(run(&e, &old, &o).await.outcome, Outcome::SkippedFiltered);
     // From HEAD: the object was just written.
     let mut o = opts(Mode::Copy);
-    o.modified_since = Some(now + Duration::hours(1));
+    o.window.since = Some(now + Duration::hours(1));
     assert_eq!(
         run(&e, &item("k"), &o).await.outcome,
         Outcome::SkippedFiltered
     );
     let mut o = opts(Mode::Downup);
-    o.not_modified_since = Some(now - Duration::hours(1));
+    o.window.until = Some(now - Duration::hours(1));
     assert_eq!(
         run(&e, &item("k"), &o).await.outcome,
         Outcome::SkippedFiltered
@@ -611,8 +611,8 @@ async fn date_window_skips_objects_outside_it() {
         "nothing written outside the window"
     );
     let mut o = opts(Mode::Copy);
-    o.modified_since = Some(now - Duration::hours(1));
-    o.not_modified_since = Some(now + Duration::hours(1));
+    o.window.since = Some(now - Duration::hours(1));
+    o.window.until = Some(now + Duration::hours(1));
     assert_eq!(run(&e, &item("k"), &o).await.outcome, Outcome::Copied);
     assert_eq!(body(&dst, "k").await, b"abc");
 }

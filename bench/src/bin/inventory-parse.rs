@@ -86,7 +86,7 @@ fn main() -> anyhow::Result<()> {
             &schema,
             &selector,
             None,
-            &mut |item| {
+            &mut |_, item| {
                 items += 1;
                 key_bytes += item.key.len() as u64;
                 Ok(())

@@ -18,26 +18,29 @@ use tokio_util::sync::CancellationToken;
 
 use super::inventory::finish;
 use super::parallel::SourceEnd;
-use super::{BlockingRead, Candidate, Found, ListStats, ResumeAfter, Selector};
+use super::{BlockingRead, Candidate, Found, ListStats, Row, RowTracker, Selector};
 use crate::error::{Error, ErrorKind, Result};
 use crate::location::Location;
 use crate::message::KeyItem;
 use crate::store::ObjectStore;
 
-/// Called for every selected key with its source (`s3://bucket`); an error stops the read.
-pub type RowEmit = Arc<dyn Fn(&Arc<str>, KeyItem) -> Result<()> + Send + Sync>;
+/// Called for every selected key with its row and source (`s3://bucket`); an error stops the read.
+pub type RowEmit = Arc<dyn Fn(Row, &Arc<str>, KeyItem) -> Result<()> + Send + Sync>;
 
-/// Read manifest rows, calling `emit` for each selected key in file order.
-/// `name` names the file in errors (with `:line`). `only_bucket`: rows must
-/// name this bucket. Returns the rows read; `rows_read` (if given) counts them
-/// as they are read, for progress.
+/// What [`read_rows`] calls for each selected key: line, source, key.
+pub type LineEmit<'a> = dyn FnMut(u64, &Arc<str>, KeyItem) -> Result<()> + 'a;
+
+/// Read manifest rows, calling `emit` for each selected key (with its line)
+/// in file order. `name` names the file in errors (with `:line`).
+/// `only_bucket`: rows must name this bucket. Returns the rows read;
+/// `rows_read` (if given) counts them as they are read, for progress.
 pub fn read_rows<R: Read>(
     reader: R,
     name: &str,
     only_bucket: Option<&str>,
     selector: &Selector,
     rows_read: Option<&AtomicU64>,
-    emit: &mut dyn FnMut(&Arc<str>, KeyItem) -> Result<()>,
+    emit: &mut LineEmit<'_>,
 ) -> Result<u64> {
     // Line by line (fields are URL-encoded, so a row never spans lines): exact
     // line numbers in errors, blank lines included.
@@ -139,7 +142,7 @@ pub fn read_rows<R: Read>(
                 .map_err(|_| Error::input(at(), "version id is not UTF-8"))?;
             item.version_id = Some(v.to_string());
         }
-        emit(&source, item)?;
+        emit(line, &source, item)?;
     }
     Ok(rows)
 }
@@ -204,6 +207,8 @@ enum Place {
 pub struct CsvManifest {
     /// `s3://bucket/key` or the path, for messages.
     pub name: String,
+    /// `--resume-from` (file 1): lines before this one are not sent.
+    pub resume_from: Option<Row>,
     place: Place,
 }
 
@@ -213,6 +218,7 @@ impl CsvManifest {
         let path = path.into();
         CsvManifest {
             name: path.display().to_string(),
+            resume_from: None,
             place: Place::Local(path),
         }
     }
@@ -221,6 +227,7 @@ impl CsvManifest {
     pub fn s3(store: Arc<dyn ObjectStore>, bucket: &str, key: &str) -> Self {
         CsvManifest {
             name: format!("s3://{bucket}/{key}"),
+            resume_from: None,
             place: Place::S3 {
                 store,
                 key: key.to_string(),
@@ -261,6 +268,12 @@ impl CsvManifest {
     ) -> Result<u64> {
         let reader = self.open().await?;
         let name = self.name.clone();
+        // A CSV manifest is one file: a resume point in a later one sends nothing.
+        let first_line = match self.resume_from {
+            Some(r) if r.file > 1 => u64::MAX,
+            Some(r) => r.line,
+            None => 1,
+        };
         tokio::task::spawn_blocking(move || {
             let seen = stats.as_ref().map(|s| &s.seen);
             let rows = read_rows(
@@ -269,7 +282,12 @@ impl CsvManifest {
                 only_bucket.as_deref(),
                 &selector,
                 seen,
-                &mut |s, item| emit(s, item),
+                &mut |line, s, item| {
+                    if line < first_line {
+                        return Ok(());
+                    }
+                    emit(Row { file: 1, line }, s, item)
+                },
             )?;
             if let Some(st) = &stats {
                 st.pages.fetch_add(1, Ordering::Relaxed);
@@ -280,9 +298,8 @@ impl CsvManifest {
         .map_err(|e| Error::new(ErrorKind::Permanent, "Panic", &self.name, e.to_string()))?
     }
 
-    /// Send every selected key into `tx`. The resume point is the last key
-    /// handed on when the manifest was in key order and named one bucket so
-    /// far; else from the beginning.
+    /// Send every selected key into `tx`. The resume point is the row after
+    /// the last one handed on (rows need not be in key order nor name one bucket).
     pub async fn send(
         &self,
         only_bucket: Option<String>,
@@ -291,9 +308,9 @@ impl CsvManifest {
         tx: mpsc::Sender<Found>,
         cancel: CancellationToken,
     ) -> SourceEnd {
-        let tracker = Arc::new(std::sync::Mutex::new(Tracker::default()));
+        let tracker = Arc::new(std::sync::Mutex::new(RowTracker::new(self.resume_from)));
         let t2 = tracker.clone();
-        let emit: RowEmit = Arc::new(move |source: &Arc<str>, item: KeyItem| {
+        let emit: RowEmit = Arc::new(move |row: Row, source: &Arc<str>, item: KeyItem| {
             if cancel.is_cancelled() {
                 return Err(Error::new(
                     ErrorKind::Permanent,
@@ -302,49 +319,22 @@ impl CsvManifest {
                     "the pipeline stopped",
                 ));
             }
-            let mut t = t2.lock().expect("tracker lock");
-            t.scratch.clear();
-            t.scratch.push_str(&item.key);
             let found = Found {
                 source: source.clone(),
                 item,
+                row: Some(row),
             };
             tx.blocking_send(found).map_err(|_| {
                 Error::new(ErrorKind::Permanent, "Stopped", "", "the pipeline stopped")
             })?;
-            t.commit(source);
+            t2.lock().expect("tracker lock").handed_on(row);
             Ok(())
         });
         let result = self
             .for_each(only_bucket, selector, Some(stats), emit)
             .await;
-        let resume = tracker.lock().expect("tracker lock").resume();
-        finish(result.map(|_| ()), resume)
-    }
-}
-
-/// Last key handed on; whether keys stayed in order and in one bucket.
-#[derive(Debug, Default)]
-struct Tracker {
-    scratch: String,
-    last: String,
-    source: Option<Arc<str>>,
-    broken: bool,
-}
-
-impl Tracker {
-    fn commit(&mut self, source: &Arc<str>) {
-        match &self.source {
-            Some(s) if !Arc::ptr_eq(s, source) => self.broken = true,
-            Some(_) if self.scratch < self.last => self.broken = true,
-            _ => {}
-        }
-        self.source = Some(source.clone());
-        std::mem::swap(&mut self.last, &mut self.scratch);
-    }
-
-    fn resume(&self) -> ResumeAfter {
-        (self.source.is_some() && !self.broken).then(|| self.last.clone())
+        let next = tracker.lock().expect("tracker lock").next();
+        finish(result.map(|_| ()), next)
     }
 }
 
@@ -356,10 +346,17 @@ mod tests {
     fn run(text: &str, only: Option<&str>, spec: FilterSpec) -> Result<Vec<(String, KeyItem)>> {
         let sel = Selector::new(KeyFilter::new(spec).unwrap(), KeyMap::default());
         let mut out = Vec::new();
-        read_rows(text.as_bytes(), "/m.csv", only, &sel, None, &mut |s, i| {
-            out.push((s.to_string(), i));
-            Ok(())
-        })?;
+        read_rows(
+            text.as_bytes(),
+            "/m.csv",
+            only,
+            &sel,
+            None,
+            &mut |_, s, i| {
+                out.push((s.to_string(), i));
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 
@@ -424,19 +421,5 @@ mod tests {
         assert_eq!(f("\"\"").unwrap(), [""]);
         assert!(f("\"open").is_none());
         assert!(f("\"a\"x,b").is_none());
-    }
-
-    #[test]
-    fn tracker_resumes_only_in_order_and_one_bucket() {
-        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("s3://a"), Arc::from("s3://b"));
-        let mut t = Tracker::default();
-        for k in ["k1", "k2"] {
-            t.scratch = k.into();
-            t.commit(&a);
-        }
-        assert_eq!(t.resume().as_deref(), Some("k2"));
-        t.scratch = "k3".into();
-        t.commit(&b);
-        assert_eq!(t.resume(), None);
     }
 }

@@ -8,18 +8,21 @@
 //!   any `--include` (or none is given) and no `--exclude`;
 //! - `--min-size`/`--max-size` are inclusive; sizes accept `K`, `M`, `G`, `T`
 //!   suffixes (1024-based, `KiB`/`KB` spellings too);
-//! - `--modified-since T` keeps `last_modified >= T`, `--not-modified-since T`
-//!   keeps `last_modified < T`; `T` is RFC 3339 or `YYYY-MM-DD` (midnight UTC);
+//! - the date window is [`DateWindow`] (shared with the executor):
+//!   `--modified-since T` keeps `last_modified >= T`, `--not-modified-since T`
+//!   keeps `last_modified < T`; `T` is parsed by [`parse_time`];
 //! - `--owner X` keeps objects whose owner id or display name is `X`;
 //!   `--no-owner X` keeps the others (objects without owner information too).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+pub use crate::window::parse_time;
+use crate::window::{DateWindow, Outside};
 
 /// The owner rule of the seed's `--owner` / `--no-owner`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +44,8 @@ pub struct FilterSpec {
     pub exclude: Vec<String>,
     pub min_size: Option<u64>,
     pub max_size: Option<u64>,
-    pub modified_since: Option<DateTime<Utc>>,
-    pub not_modified_since: Option<DateTime<Utc>>,
+    /// `--modified-since` / `--not-modified-since`.
+    pub window: DateWindow,
     pub owner: Option<OwnerRule>,
 }
 
@@ -180,14 +183,7 @@ impl KeyFilter {
                 ));
             }
         }
-        if let (Some(lo), Some(hi)) = (spec.modified_since, spec.not_modified_since) {
-            if lo >= hi {
-                return Err(Error::input(
-                    "--modified-since",
-                    format!("--modified-since {lo} is not before --not-modified-since {hi}: nothing would be sent"),
-                ));
-            }
-        }
+        DateWindow::new(spec.window.since, spec.window.until)?;
         Ok(KeyFilter {
             spec,
             include,
@@ -214,12 +210,12 @@ impl KeyFilter {
             ("--max-size", s.max_size.is_some() && !sizes, "object sizes"),
             (
                 "--modified-since",
-                s.modified_since.is_some() && !dates,
+                s.window.since.is_some() && !dates,
                 "last-modified dates",
             ),
             (
                 "--not-modified-since",
-                s.not_modified_since.is_some() && !dates,
+                s.window.until.is_some() && !dates,
                 "last-modified dates",
             ),
             (
@@ -274,11 +270,10 @@ impl KeyFilter {
             }
         }
         if let Some(lm) = c.last_modified {
-            if s.modified_since.is_some_and(|t| lm < t) {
-                return Some(Skip::ModifiedSince);
-            }
-            if s.not_modified_since.is_some_and(|t| lm >= t) {
-                return Some(Skip::NotModifiedSince);
+            match s.window.check(lm) {
+                Some(Outside::Before) => return Some(Skip::ModifiedSince),
+                Some(Outside::After) => return Some(Skip::NotModifiedSince),
+                None => {}
             }
         }
         if let Some(rule) = &s.owner {
@@ -348,24 +343,6 @@ pub fn parse_size(input: &str, flag: &str) -> Result<u64> {
     n.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
-/// Parse a date flag: RFC 3339 (`2024-05-01T12:00:00Z`, any offset) or
-/// `YYYY-MM-DD` (midnight UTC). Errors name `flag`.
-pub fn parse_time(input: &str, flag: &str) -> Result<DateTime<Utc>> {
-    let s = input.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        if let Some(t) = d.and_hms_opt(0, 0, 0) {
-            return Ok(t.and_utc());
-        }
-    }
-    Err(Error::input(
-        flag,
-        format!("`{input}` is not a date: use RFC 3339 (2024-05-01T12:00:00Z) or YYYY-MM-DD"),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,8 +384,7 @@ mod tests {
         let f = filter(FilterSpec {
             min_size: Some(10),
             max_size: Some(20),
-            modified_since: Some(t0),
-            not_modified_since: Some(t1),
+            window: DateWindow::new(Some(t0), Some(t1)).unwrap(),
             ..FilterSpec::default()
         });
         let c = |size, lm| Candidate {

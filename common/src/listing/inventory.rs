@@ -218,7 +218,8 @@ impl<R: Read> Read for Hashing<R> {
 /// Read one gzip CSV data file, calling `emit` for every selected key in file
 /// order; verify the compressed bytes against `file`'s MD5 and size at the end.
 /// `name` (`s3://bucket/key` or a path) names the file in errors, with the
-/// line number for a bad row. `emit` may stop the read by returning an error.
+/// line number for a bad row. `emit` gets each key with its line and may stop
+/// the read by returning an error.
 /// `rows_read` (if given) counts rows as they are read, for progress.
 pub fn read_data_file<R: Read>(
     reader: R,
@@ -227,7 +228,7 @@ pub fn read_data_file<R: Read>(
     schema: &Schema,
     selector: &Selector,
     rows_read: Option<&AtomicU64>,
-    emit: &mut dyn FnMut(crate::message::KeyItem) -> Result<()>,
+    emit: &mut dyn FnMut(u64, crate::message::KeyItem) -> Result<()>,
 ) -> Result<FileStats> {
     let mut hashing = Hashing {
         inner: reader,
@@ -283,7 +284,7 @@ pub fn read_data_file<R: Read>(
             if let Some(item) = row_item(&rec, schema, selector, &mut storage_class)
                 .map_err(|m| Error::input(format!("{name}:{line}"), m))?
             {
-                emit(item)?;
+                emit(line, item)?;
             }
         }
         let gz = csv.into_inner();
@@ -418,6 +419,9 @@ pub struct Inventory {
     pub schema: Schema,
     /// `s3://bucket/key` or the path of the manifest, for messages.
     pub manifest_name: String,
+    /// `--resume-from`: rows before this one are not read (files before its
+    /// file are not even opened).
+    pub resume_from: Option<super::Row>,
     place: Place,
 }
 
@@ -439,6 +443,7 @@ impl Inventory {
             manifest,
             schema,
             manifest_name: name,
+            resume_from: None,
             place: Place::S3 {
                 store,
                 bucket: bucket.to_string(),
@@ -463,6 +468,7 @@ impl Inventory {
             manifest,
             schema,
             manifest_name: name,
+            resume_from: None,
             place: Place::Local { dir },
         })
     }
@@ -505,16 +511,39 @@ impl Inventory {
         emit: Emit,
     ) -> Result<u64> {
         let mut rows = 0;
-        for f in &self.manifest.files {
+        let from = self.resume_from.unwrap_or(super::Row::FIRST);
+        for (i, f) in self.manifest.files.iter().enumerate() {
+            let file_no = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            if file_no < from.file {
+                continue;
+            }
+            let first_line = if file_no == from.file { from.line } else { 1 };
             let reader = self.open_file(f).await?;
             let name = self.file_name(f);
             let (file, schema, sel) = (f.clone(), self.schema.clone(), selector.clone());
             let (stats2, emit2) = (stats.clone(), emit.clone());
             let read = tokio::task::spawn_blocking(move || {
                 let seen = stats2.as_ref().map(|s| &s.seen);
-                read_data_file(reader, &name, &file, &schema, &sel, seen, &mut |item| {
-                    emit2(item)
-                })
+                read_data_file(
+                    reader,
+                    &name,
+                    &file,
+                    &schema,
+                    &sel,
+                    seen,
+                    &mut |line, item| {
+                        if line < first_line {
+                            return Ok(());
+                        }
+                        emit2(
+                            super::Row {
+                                file: file_no,
+                                line,
+                            },
+                            item,
+                        )
+                    },
+                )
             })
             .await
             .map_err(|e| {
@@ -535,9 +564,9 @@ impl Inventory {
     }
 
     /// Send every selected key into `tx` as coming from `source`. Stops on the
-    /// first bad file or when `cancel` fires; the result says where to resume
-    /// (the last key handed on, valid when the inventory is in key order as it
-    /// was so far; from the beginning when it was not).
+    /// first bad file or when `cancel` fires; the result says where to resume:
+    /// the row after the last one handed on (a row, not a key: rows and files
+    /// need not be in key order).
     pub async fn send(
         &self,
         selector: Arc<Selector>,
@@ -546,88 +575,59 @@ impl Inventory {
         tx: mpsc::Sender<Found>,
         cancel: CancellationToken,
     ) -> SourceEnd {
-        let tracker = Arc::new(std::sync::Mutex::new(OrderTracker::default()));
+        let tracker = Arc::new(std::sync::Mutex::new(super::RowTracker::new(
+            self.resume_from,
+        )));
         let emit = sending_emit(source, tx, cancel, tracker.clone());
         let result = self.for_each(selector, Some(stats), emit).await;
-        let resume = tracker.lock().expect("tracker lock").resume();
-        finish(result.map(|_| ()), resume)
+        let next = tracker.lock().expect("tracker lock").next();
+        finish(result.map(|_| ()), next)
     }
 }
 
-/// Called for every selected key, on a blocking thread; an error stops the read.
-pub type Emit = Arc<dyn Fn(crate::message::KeyItem) -> Result<()> + Send + Sync>;
+/// Called for every selected key with its row, on a blocking thread; an error stops the read.
+pub type Emit = Arc<dyn Fn(super::Row, crate::message::KeyItem) -> Result<()> + Send + Sync>;
 
 /// An [`Emit`] that hands keys to the pipeline and tracks the resume point.
 pub(crate) fn sending_emit(
     source: Arc<str>,
     tx: mpsc::Sender<Found>,
     cancel: CancellationToken,
-    tracker: Arc<std::sync::Mutex<OrderTracker>>,
+    tracker: Arc<std::sync::Mutex<super::RowTracker>>,
 ) -> Emit {
-    Arc::new(move |item: crate::message::KeyItem| {
+    Arc::new(move |row: super::Row, item: crate::message::KeyItem| {
         if cancel.is_cancelled() {
             return Err(stopped());
         }
-        let mut t = tracker.lock().expect("tracker lock");
-        t.scratch.clear();
-        t.scratch.push_str(&item.key);
         tx.blocking_send(Found {
             source: source.clone(),
             item,
+            row: Some(row),
         })
         .map_err(|_| stopped())?;
-        t.commit();
+        tracker.lock().expect("tracker lock").handed_on(row);
         Ok(())
     })
 }
 
-/// A source's end from its result: a stop is not an error.
-pub(crate) fn finish(result: Result<()>, resume: super::ResumeAfter) -> SourceEnd {
-    match result {
-        Ok(()) => SourceEnd::default(),
-        Err(e) if e.class == "Stopped" => SourceEnd {
-            error: None,
-            unfinished: Some(resume),
-        },
-        Err(e) => SourceEnd {
-            error: Some(e),
-            unfinished: Some(resume),
-        },
+/// A manifest source's end from its result: a stop is not an error. A
+/// stopped manifest resumes at `next` (a row); as keys it would resume from
+/// the beginning, since its rows need not be in key order.
+pub(crate) fn finish(result: Result<()>, next: super::Row) -> SourceEnd {
+    let error = match result {
+        Ok(()) => return SourceEnd::default(),
+        Err(e) if e.class == "Stopped" => None,
+        Err(e) => Some(e),
+    };
+    SourceEnd {
+        error,
+        unfinished: Some(None),
+        next_row: Some(next),
     }
 }
 
 fn stopped() -> Error {
     Error::new(ErrorKind::Permanent, "Stopped", "", "the pipeline stopped")
-}
-
-/// Tracks the last key handed on and whether keys came in order, for the resume hint.
-#[derive(Debug, Default)]
-pub(crate) struct OrderTracker {
-    scratch: String,
-    last: String,
-    any: bool,
-    unsorted: bool,
-}
-
-impl OrderTracker {
-    /// The key in `scratch` was handed on.
-    pub(crate) fn commit(&mut self) {
-        if self.any && self.scratch < self.last {
-            self.unsorted = true;
-        }
-        self.any = true;
-        std::mem::swap(&mut self.last, &mut self.scratch);
-    }
-
-    #[cfg(test)]
-    fn handed_on(&mut self, key: &str) {
-        self.scratch = key.to_string();
-        self.commit();
-    }
-
-    pub(crate) fn resume(&self) -> super::ResumeAfter {
-        (self.any && !self.unsorted).then(|| self.last.clone())
-    }
 }
 
 async fn read_all(store: &dyn ObjectStore, key: &str, name: &str) -> Result<Vec<u8>> {
@@ -772,7 +772,7 @@ mod tests {
             &schema,
             sel,
             None,
-            &mut |i| {
+            &mut |_, i| {
                 out.push(i);
                 Ok(())
             },
@@ -897,17 +897,6 @@ mod tests {
             e.to_string().contains(":1") && e.to_string().contains("Size"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn order_tracker_resumes_only_when_sorted() {
-        let mut t = OrderTracker::default();
-        assert_eq!(t.resume(), None);
-        t.handed_on("a");
-        t.handed_on("b");
-        assert_eq!(t.resume().as_deref(), Some("b"));
-        t.handed_on("a0");
-        assert_eq!(t.resume(), None);
     }
 
     #[test]

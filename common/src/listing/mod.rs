@@ -32,6 +32,82 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub struct Found {
     pub source: Arc<str>,
     pub item: KeyItem,
+    /// The manifest row it was read from (`None` for listings, whose resume
+    /// point is a key: they are read in key order).
+    pub row: Option<Row>,
+}
+
+/// A manifest row: data file number (1-based, in manifest order; 1 for a CSV
+/// manifest) and line (1-based). Resume points of manifests are rows, not
+/// keys, so they hold whatever the order of rows and files: resuming from a
+/// row re-reads every row at or after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Row {
+    pub file: u32,
+    pub line: u64,
+}
+
+impl Row {
+    /// The first row of the first file.
+    pub const FIRST: Row = Row { file: 1, line: 1 };
+
+    /// The next line of the same file (past its end: the next file's start).
+    pub fn next(self) -> Row {
+        Row {
+            file: self.file,
+            line: self.line + 1,
+        }
+    }
+
+    /// Parse `FILE:LINE` (both 1-based), as `--resume-from` takes it; errors name `flag`.
+    pub fn parse(input: &str, flag: &str) -> crate::Result<Row> {
+        let bad = || {
+            crate::Error::input(
+                flag,
+                format!("`{input}` is not a manifest row: expected FILE:LINE (data file number and line, both from 1), as a failed run prints it"),
+            )
+        };
+        let (f, l) = input.trim().split_once(':').ok_or_else(bad)?;
+        let file: u32 = f.trim().parse().map_err(|_| bad())?;
+        let line: u64 = l.trim().parse().map_err(|_| bad())?;
+        if file == 0 || line == 0 {
+            return Err(bad());
+        }
+        Ok(Row { file, line })
+    }
+}
+
+impl std::fmt::Display for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// Tracks the last manifest row handed on, for the resume point of a stopped read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowTracker {
+    start: Row,
+    last: Option<Row>,
+}
+
+impl RowTracker {
+    /// A read that started at `start` (the `--resume-from` row, else the first).
+    pub(crate) fn new(start: Option<Row>) -> Self {
+        RowTracker {
+            start: start.unwrap_or(Row::FIRST),
+            last: None,
+        }
+    }
+
+    /// `row` was handed on (rows come in read order).
+    pub(crate) fn handed_on(&mut self, row: Row) {
+        self.last = Some(row);
+    }
+
+    /// Every row not handed on is at or after this one.
+    pub(crate) fn next(&self) -> Row {
+        self.last.map_or(self.start, Row::next)
+    }
 }
 
 /// `--target-prefix`: the source prefix (`-p`) is replaced by the target prefix
@@ -257,6 +333,29 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(out, b"abcd");
+    }
+
+    #[test]
+    fn rows_parse_print_and_order_by_file_then_line() {
+        let r = Row::parse(" 2:17 ", "--resume-from").unwrap();
+        assert_eq!((r.file, r.line), (2, 17));
+        assert_eq!(r.to_string(), "2:17");
+        assert!(Row { file: 1, line: 900 } < Row { file: 2, line: 1 });
+        assert_eq!(r.next().to_string(), "2:18");
+        for bad in ["", "3", "0:1", "1:0", "a:b", "1:2:3", "-1:4"] {
+            let e = Row::parse(bad, "--resume-from").unwrap_err();
+            assert!(e.to_string().contains("--resume-from"), "{bad}: {e}");
+        }
+        let mut t = RowTracker::new(None);
+        assert_eq!(t.next(), Row::FIRST);
+        t.handed_on(Row { file: 1, line: 4 });
+        assert_eq!(t.next(), Row { file: 1, line: 5 });
+        let t = RowTracker::new(Some(r));
+        assert_eq!(
+            t.next(),
+            r,
+            "nothing handed on: resume where this run started"
+        );
     }
 
     #[test]

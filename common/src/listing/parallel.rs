@@ -369,6 +369,8 @@ pub struct SourceEnd {
     /// `None` when every key was handed on; otherwise where to resume
     /// (every key not handed on is greater than this).
     pub unfinished: Option<ResumeAfter>,
+    /// Manifests, when stopped: every row not handed on is at or after this.
+    pub next_row: Option<super::Row>,
 }
 
 /// Everything a walk needs besides the store.
@@ -418,6 +420,7 @@ pub async fn list_parallel(
             return SourceEnd {
                 error: None,
                 unfinished: Some(resume),
+                next_row: None,
             };
         };
         match result {
@@ -433,6 +436,7 @@ pub async fn list_parallel(
                 return SourceEnd {
                     error: Some(e),
                     unfinished: Some(resume),
+                    next_row: None,
                 };
             }
         }
@@ -502,6 +506,7 @@ async fn run_step(
         let found = Found {
             source: walk.source.clone(),
             item,
+            row: None,
         };
         if tx.send(found).await.is_err() {
             return Err(Error::new(

@@ -33,6 +33,50 @@ pub const PART_MARK: &str = ".s3mig-part-";
 /// User-metadata name carrying a file's modification time (unix seconds, with
 /// an optional fraction), so Directory → S3 → Directory keeps mtimes.
 pub const MTIME_META: &str = "mtime";
+/// Start of a file's fingerprint token (`fp:<size>-<mtime ns>-<dev>-<inode>`),
+/// which [`DirStore::head`] reports as the `version_id` (a file has no ETag at
+/// HEAD) and [`DirStore::get`] accepts as `if_match`: the read then fails with
+/// `PreconditionFailed` if the file is not that version when it is opened or
+/// when its last byte has been read, so a copy in parts is never a mix.
+pub const FINGERPRINT_PREFIX: &str = "fp:";
+
+/// Whether `token` is a directory fingerprint (see [`FINGERPRINT_PREFIX`]).
+pub fn is_fingerprint(token: &str) -> bool {
+    token.starts_with(FINGERPRINT_PREFIX)
+}
+
+/// The fingerprint of a file's metadata: size, modification time in
+/// nanoseconds and, on unix, device and inode (a replaced file is another inode).
+pub fn fingerprint(meta: &Metadata) -> String {
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    #[cfg(unix)]
+    let (dev, ino) = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino())
+    };
+    #[cfg(not(unix))]
+    let (dev, ino) = (0u64, 0u64);
+    format!("{FINGERPRINT_PREFIX}{}-{mtime}-{dev}-{ino}", meta.len())
+}
+
+/// `PreconditionFailed` unless `meta` has the fingerprint `want`.
+fn check_fingerprint(meta: &Metadata, want: &str, subject: &str, when: &str) -> Result<()> {
+    let have = fingerprint(meta);
+    if have == want {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::PreconditionFailed,
+        "PreconditionFailed",
+        subject,
+        format!("the file changed {when} (size, mtime or inode: {have} is not {want})"),
+    ))
+}
+
 /// Longest file or directory name most filesystems accept (NAME_MAX).
 pub const NAME_MAX: usize = 255;
 
@@ -535,6 +579,7 @@ impl ObjectStore for DirStore {
             key: key.to_string(),
             size: meta.len(),
             etag: None,
+            version_id: Some(fingerprint(&meta)),
             last_modified: mtime.map(to_chrono),
             attrs: ObjectAttrs {
                 content_type: mime_guess::from_path(key).first_raw().map(str::to_string),
@@ -573,6 +618,8 @@ impl ObjectStore for DirStore {
         let root = self.root.clone();
         let subject = self.subject(key);
         let if_match = if_match.map(str::to_string);
+        let pinned = if_match.clone().filter(|t| is_fingerprint(t));
+        let (rel2, root2) = (rel.clone(), self.root.clone());
         let (file, start, len) = blocking(subject.clone(), move || {
             let not_found =
                 || Error::new(ErrorKind::NotFound, "NoSuchKey", &subject, "no such file");
@@ -582,11 +629,13 @@ impl ObjectStore for DirStore {
             }
             let mut f =
                 File::open(root.join(&rel)).map_err(|e| io_error(e, &subject, "cannot open"))?;
-            let size = f
+            let opened = f
                 .metadata()
-                .map_err(|e| io_error(e, &subject, "cannot stat"))?
-                .len();
-            if let Some(want) = if_match {
+                .map_err(|e| io_error(e, &subject, "cannot stat"))?;
+            let size = opened.len();
+            if let Some(want) = if_match.as_deref().filter(|t| is_fingerprint(t)) {
+                check_fingerprint(&opened, want, &subject, "before it was read")?;
+            } else if let Some(want) = if_match {
                 // Hash through the same open file that is then streamed: a
                 // concurrent atomic replace cannot mix two versions.
                 let mut h = Md5::new();
@@ -629,10 +678,44 @@ impl ObjectStore for DirStore {
         .await?;
         tracing::trace!(key, start, len, "reading file");
         let subject = self.subject(key);
+        // A second handle on the same open file, to stat it after the last byte.
+        let after = match &pinned {
+            Some(_) => Some(
+                file.try_clone()
+                    .map_err(|e| io_error(e, &subject, "cannot open"))?,
+            ),
+            None => None,
+        };
         let reader = tokio::fs::File::from_std(file).take(len);
+        let subject2 = subject.clone();
         let stream = tokio_util::io::ReaderStream::with_capacity(reader, CHUNK)
-            .map(move |r| r.map_err(|e| io_error(e, &subject, "cannot read")));
-        Ok(Box::pin(stream))
+            .map(move |r| r.map_err(|e| io_error(e, &subject2, "cannot read")));
+        let (Some(want), Some(after)) = (pinned, after) else {
+            return Ok(Box::pin(stream));
+        };
+        // Once everything was read: the open file (written in place?) and the
+        // path (replaced?) must both still be the pinned version.
+        let tail = futures::stream::once(async move {
+            blocking(subject.clone(), move || {
+                let when = "while it was read";
+                let meta = after
+                    .metadata()
+                    .map_err(|e| io_error(e, &subject, "cannot stat"))?;
+                check_fingerprint(&meta, &want, &subject, when)?;
+                match lookup(&root2, &rel2, &subject)? {
+                    Some(now) => check_fingerprint(&now, &want, &subject, when),
+                    None => Err(Error::new(
+                        ErrorKind::PreconditionFailed,
+                        "PreconditionFailed",
+                        &subject,
+                        "the file was removed while it was read",
+                    )),
+                }
+            })
+            .await
+        })
+        .filter_map(|r| async move { r.err().map(Err) });
+        Ok(Box::pin(stream.chain(tail)))
     }
 
     async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<String> {

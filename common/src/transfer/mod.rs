@@ -33,6 +33,7 @@ use crate::report::Outcome;
 use crate::store::etag::{compute_etag, compute_multipart_etag};
 use crate::store::{ObjectAttrs, ObjectInfo, ObjectStore};
 use crate::verify::{self, etag_bare, etag_parts, Verdict};
+use crate::window::DateWindow;
 
 mod buffers;
 mod copy;
@@ -91,10 +92,8 @@ pub struct TransferOptions {
     pub storage_class: Option<String>,
     /// Canned ACL of written objects; `None`: omitted (bucket-owner default).
     pub acl: Option<String>,
-    /// Work only objects modified strictly after this instant.
-    pub modified_since: Option<DateTime<Utc>>,
-    /// Work only objects modified at or before this instant.
-    pub not_modified_since: Option<DateTime<Utc>>,
+    /// Work only objects modified inside this window (others: `skipped-filtered`).
+    pub window: DateWindow,
     /// Whole-object attempts (backon, re-planned from a fresh HEAD), first included.
     pub max_attempts: u32,
     /// Memory budget shared by every object in flight (downup part and object
@@ -113,8 +112,7 @@ impl Default for TransferOptions {
             part_concurrency: 4,
             storage_class: None,
             acl: None,
-            modified_since: None,
-            not_modified_since: None,
+            window: DateWindow::default(),
             max_attempts: 3,
             buffers: None,
         }
@@ -292,15 +290,11 @@ impl Job<'_> {
     }
 
     fn window_set(&self) -> bool {
-        self.opts.modified_since.is_some() || self.opts.not_modified_since.is_some()
+        self.opts.window.is_set()
     }
 
     fn in_window(&self, last_modified: DateTime<Utc>) -> bool {
-        plan::in_window(
-            last_modified,
-            self.opts.modified_since,
-            self.opts.not_modified_since,
-        )
+        self.opts.window.contains(last_modified)
     }
 
     /// The source, when copy mode may copy server-side.
@@ -333,10 +327,14 @@ impl Job<'_> {
 
     /// The ETag every read of the source is pinned to: the listed one (a
     /// different current ETag means the source changed since listing), else
-    /// the one seen at HEAD. `None` for stores without ETags (directories).
+    /// the one seen at HEAD. A directory has no ETag at HEAD: its reads are
+    /// pinned to the file's fingerprint (size, mtime, inode) instead.
     fn pin(&self, info: &ObjectInfo) -> Result<Option<String>> {
         let Some(current) = info.etag.as_deref() else {
-            return Ok(None);
+            return Ok(info
+                .version_id
+                .clone()
+                .filter(|v| crate::store::dir::is_fingerprint(v)));
         };
         if let Some(listed) = self.item.etag.as_deref() {
             if !etag_bare(listed).eq_ignore_ascii_case(etag_bare(current)) {
@@ -1183,7 +1181,7 @@ mod tests {
             assert_eq!(done.outcome, Outcome::SourceMissing, "{mode}");
         }
         let mut window = opts(Mode::Downup);
-        window.modified_since = Some(Utc::now() + chrono::Duration::hours(1));
+        window.window.since = Some(Utc::now() + chrono::Duration::hours(1));
         let done = ok(&d.ends, &item("small.txt"), &window).await;
         assert_eq!(done.outcome, Outcome::SkippedFiltered);
         drop(d.src);

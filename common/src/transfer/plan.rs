@@ -3,8 +3,6 @@
 //! a key is inside the `--modified-since` / `--not-modified-since` window. No
 //! I/O; table-tested.
 
-use chrono::{DateTime, Utc};
-
 /// S3's largest single-request object (CopyObject and PutObject): 5 GiB.
 pub const MAX_SINGLE: u64 = 5 * 1024 * 1024 * 1024;
 /// S3's largest number of parts in one multipart upload.
@@ -193,18 +191,6 @@ pub fn parts_in_flight(part_concurrency: usize, part_size: u64, largest: u64) ->
     let budget = (part_concurrency as u64).saturating_mul(part_size);
     let n = budget / largest.max(1);
     (n.min(part_concurrency as u64) as usize).max(1)
-}
-
-/// Whether an object last modified at `last_modified` is inside the window:
-/// strictly after `modified_since` and at or before `not_modified_since`
-/// (HTTP's If-Modified-Since / If-Unmodified-Since semantics).
-pub fn in_window(
-    last_modified: DateTime<Utc>,
-    modified_since: Option<DateTime<Utc>>,
-    not_modified_since: Option<DateTime<Utc>>,
-) -> bool {
-    modified_since.is_none_or(|t| last_modified > t)
-        && not_modified_since.is_none_or(|t| last_modified <= t)
 }
 
 #[cfg(test)]
@@ -399,24 +385,5 @@ mod tests {
         assert_eq!(parts_in_flight(4, 8 * MIB, 100 * MIB), 1);
         assert_eq!(parts_in_flight(4, 8 * MIB, 1), 4);
         assert_eq!(parts_in_flight(0, 8 * MIB, 1), 1);
-    }
-
-    #[test]
-    fn window_edges() {
-        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-        let lm = t("2024-06-01T00:00:00Z");
-        assert!(in_window(lm, None, None));
-        assert!(in_window(lm, Some(t("2024-05-31T23:59:59Z")), None));
-        assert!(!in_window(lm, Some(lm), None), "modified-since is strict");
-        assert!(
-            in_window(lm, None, Some(lm)),
-            "not-modified-since includes the instant"
-        );
-        assert!(!in_window(lm, None, Some(t("2024-05-31T00:00:00Z"))));
-        assert!(!in_window(
-            lm,
-            Some(t("2024-07-01T00:00:00Z")),
-            Some(t("2024-08-01T00:00:00Z"))
-        ));
     }
 }
