@@ -281,6 +281,18 @@ impl S3Store {
         body: Bytes,
         md5: &[u8; 16],
     ) -> Result<String> {
+        self.send_part(key, upload_id, number, body, Some(md5))
+            .await
+    }
+
+    async fn send_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+        md5: Option<&[u8; 16]>,
+    ) -> Result<String> {
         let subject = self.subject(key);
         let out = self
             .client()
@@ -290,7 +302,7 @@ impl S3Store {
             .key(key)
             .upload_id(upload_id)
             .part_number(number)
-            .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
+            .set_content_md5(md5.map(|m| base64::engine::general_purpose::STANDARD.encode(m)))
             .body(SdkByteStream::from(body))
             .send()
             .await
@@ -617,20 +629,7 @@ impl ObjectStore for S3Store {
         number: i32,
         body: Bytes,
     ) -> Result<String> {
-        let subject = self.subject(key);
-        let out = self
-            .client()
-            .await?
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .part_number(number)
-            .body(SdkByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| map_sdk_error(e, &subject))?;
-        Ok(out.e_tag().unwrap_or_default().to_string())
+        self.send_part(key, upload_id, number, body, None).await
     }
 
     async fn complete_multipart(
