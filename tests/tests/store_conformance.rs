@@ -255,8 +255,13 @@ async fn errors_map_to_kinds(server: Server) {
         (ErrorKind::NotFound, "NoSuchBucket")
     );
     assert_eq!(err.subject, format!("s3://{}", missing.bucket()));
-    // HEAD replies carry no error code: a missing bucket looks like a missing key.
-    assert!(missing.head("k").await.unwrap().is_none());
+    // HEAD replies carry no error code, but the store learned by HeadBucket
+    // that the bucket is missing: never "a missing key".
+    let err = missing.head("k").await.unwrap_err();
+    assert_eq!(
+        (err.kind, err.class.as_str()),
+        (ErrorKind::NotFound, "NoSuchBucket")
+    );
     let err = missing
         .put("k", Bytes::from_static(b"x"), &PutOptions::default())
         .await
