@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use common::clients::S3Connector;
 use common::config::Config;
 use common::listing::csv_manifest::CsvManifest;
 use common::listing::filter::parse_size;
@@ -147,8 +148,7 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
     let kind = if let Some(m) = &args.manifest_path {
         let mut inventory = if m.starts_with("s3://") {
             let loc = Location::parse(m, "--manifest-path")?;
-            let client = common::clients::s3_client(&cfg.aws.inventory).await;
-            let store = open_store(&loc, Some(client), false).await?;
+            let store = open_store(&loc, &S3Connector::new(&cfg.aws.inventory), false).await?;
             let bucket = loc.bucket().unwrap_or_default().to_string();
             Inventory::open_s3(store, &bucket, loc.prefix()).await?
         } else {
@@ -194,8 +194,7 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
                     format!("`{c}` names no object (s3://bucket/key)"),
                 ));
             }
-            let client = common::clients::s3_client(&cfg.aws.inventory).await;
-            let store = open_store(&loc, Some(client), false).await?;
+            let store = open_store(&loc, &S3Connector::new(&cfg.aws.inventory), false).await?;
             CsvManifest::s3(store, loc.bucket().unwrap_or_default(), loc.prefix())
         } else {
             if !Path::new(c).is_file() {
@@ -237,14 +236,10 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
                 "a source is required: -s BUCKET (ListObjectsV2), -m MANIFEST (S3 Inventory) or --csv-manifest PATH",
             ));
         };
-        let client = match src {
-            Location::S3 { .. } => Some(common::clients::s3_client(&cfg.aws.copy).await),
-            Location::Dir { .. } => {
-                filter.require(&format!("the directory {src}"), true, true, false)?;
-                None
-            }
-        };
-        let store = open_store(src, client, false).await?;
+        if let Location::Dir { .. } = src {
+            filter.require(&format!("the directory {src}"), true, true, false)?;
+        }
+        let store = open_store(src, &S3Connector::new(&cfg.aws.copy), false).await?;
         let opts = ListOptions {
             prefix: prefix.clone(),
             start_after: filter.spec().start_after.clone(),

@@ -121,6 +121,33 @@ pub fn checksum_mode(name: &str) -> RequestChecksumCalculation {
     }
 }
 
+/// The S3 client of one config section, built on first use (so a run between
+/// directories never loads AWS configuration: no region or IMDS lookups) and
+/// shared by every store opened with it. Callers hold this, never an SDK client.
+#[derive(Debug)]
+pub struct S3Connector {
+    section: AwsSection,
+    client: tokio::sync::OnceCell<aws_sdk_s3::Client>,
+}
+
+impl S3Connector {
+    /// A connector for `section` (`aws.copy`, `aws.copy_source`, `aws.inventory`).
+    pub fn new(section: &AwsSection) -> Self {
+        S3Connector {
+            section: section.clone(),
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The section's client ([`s3_client`]), built once.
+    pub(crate) async fn client(&self) -> aws_sdk_s3::Client {
+        self.client
+            .get_or_init(|| s3_client(&self.section))
+            .await
+            .clone()
+    }
+}
+
 /// An SQS client: the `aws.copy` section's credentials, region, profile,
 /// retries and timeouts, with `sqs.endpoint_url` when set (else the SDK's
 /// `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL` / AWS).

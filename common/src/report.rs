@@ -340,13 +340,8 @@ pub async fn open_report_location(cfg: &crate::config::Config) -> Result<Option<
         return Ok(None);
     };
     let location = crate::location::Location::parse(text, "report.location")?;
-    let client = match location {
-        crate::location::Location::S3 { .. } => {
-            Some(crate::clients::s3_client(&cfg.aws.copy).await)
-        }
-        crate::location::Location::Dir { .. } => None,
-    };
-    let store = crate::store::open::open_store(&location.container(), client, true).await?;
+    let s3 = crate::clients::S3Connector::new(&cfg.aws.copy);
+    let store = crate::store::open::open_store(&location.container(), &s3, true).await?;
     Ok(Some(ReportLocation::new(store, location.prefix())))
 }
 

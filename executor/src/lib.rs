@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
+use common::clients::S3Connector;
 use common::config::Config;
 use common::location::{EndpointPolicy, Location};
 use common::message::{Batch, KeyItem};
@@ -59,11 +60,8 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<RunSta
     let (reporter, reporter_task) = match &cfg.report_location {
         Some(loc) => {
             let location = Location::parse(loc, "report.location")?;
-            let client = match location {
-                Location::S3 { .. } => Some(common::clients::s3_client(&cfg.aws.copy).await),
-                Location::Dir { .. } => None,
-            };
-            let store = open_store(&location.container(), client, true).await?;
+            let s3 = S3Connector::new(&cfg.aws.copy);
+            let store = open_store(&location.container(), &s3, true).await?;
             let (r, t) = Reporter::start(
                 ReportLocation::new(store, location.prefix()),
                 executor_id.clone(),
@@ -217,12 +215,11 @@ pub fn summary_line(s: &RunStats) -> String {
 /// calls [`transfer::process_key`].
 pub struct TransferWorker {
     opts: TransferOptions,
-    /// Clients are built on first use, so a run between directories never
+    /// S3 clients are built on first use, so a run between directories never
     /// touches AWS configuration (no region or IMDS lookups).
-    target_client: tokio::sync::OnceCell<aws_sdk_s3::Client>,
-    source_client: tokio::sync::OnceCell<aws_sdk_s3::Client>,
-    copy_section: common::config::AwsSection,
-    source_section: common::config::AwsSection,
+    target_s3: S3Connector,
+    /// `aws.copy_source` when the source is read separately, else `aws.copy`.
+    source_s3: S3Connector,
     /// The source is read with `aws.copy_source` (downup/check with that section set).
     separate_source: bool,
     /// What a message may name (`migration.allowed_sources` / `allowed_targets`).
@@ -255,14 +252,12 @@ impl TransferWorker {
         let separate_source = cli.mode != Mode::Copy && copy_source_is_set(cfg);
         TransferWorker {
             opts: transfer_options(cfg, cli),
-            target_client: tokio::sync::OnceCell::new(),
-            source_client: tokio::sync::OnceCell::new(),
-            copy_section: cfg.aws.copy.clone(),
-            source_section: if separate_source {
-                cfg.aws.copy_source.clone()
+            target_s3: S3Connector::new(&cfg.aws.copy),
+            source_s3: S3Connector::new(if separate_source {
+                &cfg.aws.copy_source
             } else {
-                cfg.aws.copy.clone()
-            },
+                &cfg.aws.copy
+            }),
             separate_source,
             allowed_sources: cfg.allowed_sources(),
             allowed_targets: cfg.allowed_targets(),
@@ -294,28 +289,12 @@ impl TransferWorker {
             (&source, &target),
             (Location::S3 { .. }, Location::S3 { .. })
         );
-        let source_client = match source {
-            Location::S3 { .. } => Some(
-                self.source_client
-                    .get_or_init(|| common::clients::s3_client(&self.source_section))
-                    .await
-                    .clone(),
-            ),
-            Location::Dir { .. } => None,
-        };
-        let target_client = match target {
-            Location::S3 { .. } => Some(
-                self.target_client
-                    .get_or_init(|| common::clients::s3_client(&self.copy_section))
-                    .await
-                    .clone(),
-            ),
-            Location::Dir { .. } => None,
-        };
-        let source_store: Arc<dyn ObjectStore> = open_store(&source, source_client, false).await?;
+        let source_store: Arc<dyn ObjectStore> =
+            open_store(&source, &self.source_s3, false).await?;
         // A missing target directory is created for writing, never for checking.
         let create = self.opts.mode != Mode::Check;
-        let target_store: Arc<dyn ObjectStore> = open_store(&target, target_client, create).await?;
+        let target_store: Arc<dyn ObjectStore> =
+            open_store(&target, &self.target_s3, create).await?;
         let ends = Arc::new(Endpoints {
             source: source_store,
             target: target_store,

@@ -28,7 +28,7 @@ impl Caps {
     /// The capabilities of `store`.
     pub fn of(store: &dyn ObjectStore) -> Caps {
         Caps {
-            attrs: store.as_s3().is_some(),
+            attrs: store.capabilities().object_attrs,
         }
     }
 }
@@ -424,7 +424,7 @@ pub async fn multipart(store: Arc<dyn ObjectStore>) -> String {
     let mut done = Vec::new();
     for i in [1usize, 0, 2] {
         let etag = s
-            .upload_part(key, &id, i as i32 + 1, Bytes::from(parts[i].clone()))
+            .upload_part(key, &id, i as i32 + 1, Bytes::from(parts[i].clone()), None)
             .await
             .unwrap();
         assert_eq!(etag, md5_etag(&parts[i]), "part {}", i + 1);
@@ -455,6 +455,74 @@ pub async fn multipart(store: Arc<dyn ObjectStore>) -> String {
     etag
 }
 
+/// A part sent with its MD5 is stored; a part whose bytes do not have the MD5
+/// given is refused as `BadDigest` (retryable), and the upload still completes
+/// with the good parts only.
+pub async fn part_md5_is_checked(store: Arc<dyn ObjectStore>) {
+    let s = store.as_ref();
+    let key = "md5/part.bin";
+    let body = data(1024, 3);
+    let good: [u8; 16] = Md5::digest(&body).into();
+    let id = s
+        .create_multipart(key, &PutOptions::default())
+        .await
+        .unwrap();
+    let mut wrong = good;
+    wrong[0] ^= 0xff;
+    let err = s
+        .upload_part(key, &id, 1, Bytes::from(body.clone()), Some(&wrong))
+        .await
+        .expect_err("a body that does not have the given MD5 is refused");
+    assert_eq!(
+        (err.kind, err.class.as_str()),
+        (common::ErrorKind::Retryable, "BadDigest"),
+        "{err}"
+    );
+    let etag = s
+        .upload_part(key, &id, 1, Bytes::from(body.clone()), Some(&good))
+        .await
+        .unwrap();
+    assert_eq!(etag, md5_etag(&body));
+    let parts = [CompletedPart { number: 1, etag }];
+    s.complete_multipart(key, &id, &parts).await.unwrap();
+    assert!(read(s, key, None).await == body, "the good part's bytes");
+}
+
+/// What a store says it can do matches what it does: server-side copy and
+/// upload listing either work or are refused as `Unsupported`.
+pub async fn capabilities_hold(store: Arc<dyn ObjectStore>) {
+    let s = store.as_ref();
+    let caps = s.capabilities();
+    s.put(
+        "cap/src",
+        Bytes::from_static(b"abc"),
+        &PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    let name = s.copy_source_name().map(str::to_string);
+    assert_eq!(name.is_some(), caps.server_side_copy, "{caps:?}");
+    let src = common::store::CopySource {
+        bucket: name.as_deref().unwrap_or("none"),
+        key: "cap/src",
+        version_id: None,
+        if_match: None,
+    };
+    let copied = s.copy_object(&src, "cap/dst", None, None, None).await;
+    let listed = s.list_uploads("cap/").await;
+    if caps.server_side_copy {
+        copied.unwrap();
+        assert!(read(s, "cap/dst", None).await == b"abc");
+    } else {
+        assert_eq!(copied.unwrap_err().class, "Unsupported");
+    }
+    if caps.lists_uploads {
+        assert!(listed.unwrap().is_empty());
+    } else {
+        assert_eq!(listed.unwrap_err().class, "Unsupported");
+    }
+}
+
 /// An aborted upload leaves no object and no listed key; aborting twice is fine.
 pub async fn abort_leaves_nothing(store: Arc<dyn ObjectStore>) {
     let s = store.as_ref();
@@ -463,7 +531,7 @@ pub async fn abort_leaves_nothing(store: Arc<dyn ObjectStore>) {
         .create_multipart(key, &PutOptions::default())
         .await
         .unwrap();
-    s.upload_part(key, &id, 1, Bytes::from(data(MIB5, 9)))
+    s.upload_part(key, &id, 1, Bytes::from(data(MIB5, 9)), None)
         .await
         .unwrap();
     s.abort_multipart(key, &id).await.unwrap();
@@ -472,7 +540,7 @@ pub async fn abort_leaves_nothing(store: Arc<dyn ObjectStore>) {
     let (keys, _, _) = list_all(s, ListRequest::default()).await;
     assert!(keys.is_empty(), "{keys:?}");
     let late = s
-        .upload_part(key, &id, 2, Bytes::from_static(b"late"))
+        .upload_part(key, &id, 2, Bytes::from_static(b"late"), None)
         .await;
     let err = late.expect_err("upload to an aborted upload fails");
     // AWS answers NoSuchUpload (404); moto answers HTTP 500, so only directories

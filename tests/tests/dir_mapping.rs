@@ -289,7 +289,7 @@ async fn no_temp_file_remains_and_failed_writes_leave_no_final_name() {
     // A multipart upload whose completion fails (wrong part ETag) leaves no file
     // under the final name and no temp file; abort then removes the parts.
     let id = s.create_multipart("d/mp", &opts()).await.unwrap();
-    s.upload_part("d/mp", &id, 1, Bytes::from_static(b"part one"))
+    s.upload_part("d/mp", &id, 1, Bytes::from_static(b"part one"), None)
         .await
         .unwrap();
     let err = s

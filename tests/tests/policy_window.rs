@@ -345,8 +345,12 @@ impl ObjectStore for ChangesAfterFirstPart {
         id: &str,
         n: i32,
         body: Bytes,
+        md5: Option<&[u8; 16]>,
     ) -> common::Result<String> {
-        self.inner.upload_part(key, id, n, body).await
+        self.inner.upload_part(key, id, n, body, md5).await
+    }
+    fn capabilities(&self) -> common::store::Capabilities {
+        self.inner.capabilities()
     }
     async fn complete_multipart(
         &self,

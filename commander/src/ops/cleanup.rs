@@ -11,10 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use clap::Args;
+use common::clients::S3Connector;
 use common::config::Config;
 use common::location::Location;
 use common::store::dir::is_internal_name;
-use common::store::s3::S3Store;
+use common::store::open::open_store;
 use common::store::ObjectStore;
 use futures::StreamExt;
 use serde::Serialize;
@@ -85,20 +86,25 @@ pub fn is_stale(initiated: Option<DateTime<Utc>>, now: DateTime<Utc>, age: Durat
 
 /// Abort `target`'s multipart uploads under its prefix older than `age`.
 pub async fn cleanup_s3(
-    store: &S3Store,
+    store: &dyn ObjectStore,
     prefix: &str,
     age: Duration,
     dry_run: bool,
     shutdown: &CancellationToken,
 ) -> common::Result<CleanupReport> {
     let now = Utc::now();
-    let uploads = store.list_multipart_uploads(prefix).await?;
+    let uploads = store.list_uploads(prefix).await?;
     let mut report = CleanupReport {
         found: uploads.len() as u64,
         ..Default::default()
     };
     let mut stale = Vec::new();
-    for (key, upload_id, initiated) in uploads {
+    for common::store::Upload {
+        key,
+        upload_id,
+        initiated,
+    } in uploads
+    {
         match initiated {
             Some(t) if is_stale(Some(t), now, age) => stale.push(Stale {
                 key,
@@ -255,11 +261,18 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let target = Location::parse(&args.target, "--target-bucket")?;
     let mut report = match &target {
-        Location::S3 { bucket, prefix } => {
-            let client = common::clients::s3_client(&cfg.aws.copy).await;
-            let store = S3Store::new(client, bucket.clone());
+        Location::S3 { prefix, .. } => {
+            let s3 = S3Connector::new(&cfg.aws.copy);
+            let store = open_store(&target.container(), &s3, false).await?;
             tracing::info!(target = %store.describe(), prefix, "listing multipart uploads");
-            cleanup_s3(&store, prefix, args.older_than, args.dry_run, &shutdown).await?
+            cleanup_s3(
+                store.as_ref(),
+                prefix,
+                args.older_than,
+                args.dry_run,
+                &shutdown,
+            )
+            .await?
         }
         Location::Dir { root } => {
             let (root, age, dry_run) = (root.clone(), args.older_than, args.dry_run);

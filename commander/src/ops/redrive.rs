@@ -22,7 +22,7 @@ use clap::Args;
 use common::config::{Config, QueueBackend};
 use common::message::{encode, Batch};
 use common::queue::set::{send_all, QueueSet};
-use common::queue::{Outgoing, Received, WorkQueue, MAX_MESSAGE_BYTES};
+use common::queue::{MoveTask, Outgoing, Received, WorkQueue, MAX_MESSAGE_BYTES};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -75,18 +75,6 @@ impl From<&RedriveArgs> for RedriveOptions {
             visibility: a.visibility,
         }
     }
-}
-
-/// What StartMessageMoveTask did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct MoveTask {
-    pub task_handle: String,
-    pub destination: String,
-    /// `RUNNING`, `COMPLETED`, `CANCELLING`, `CANCELLED` or `FAILED`.
-    pub status: String,
-    pub moved: i64,
-    pub to_move: Option<i64>,
-    pub failure_reason: Option<String>,
 }
 
 /// The outcome of a redrive; `--json` prints exactly this.
@@ -369,98 +357,6 @@ async fn move_one(
     dead.delete(&msg.receipt).await
 }
 
-/// How often a running move task is polled.
-const MOVE_TASK_POLL: Duration = Duration::from_secs(2);
-
-/// Try SQS StartMessageMoveTask (DLQ → work queue 1). `Err` when the service
-/// refused or lacks it: the caller falls back to moving messages one by one.
-async fn move_task(
-    cfg: &Config,
-    set: &QueueSet,
-    shutdown: &CancellationToken,
-) -> Result<MoveTask, String> {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let client = common::clients::sqs_client(cfg).await;
-    let arn = |name: String| {
-        let client = client.clone();
-        async move {
-            let url = client
-                .get_queue_url()
-                .queue_name(&name)
-                .send()
-                .await
-                .map_err(|e| format!("GetQueueUrl {name}: {e}"))?
-                .queue_url
-                .ok_or_else(|| format!("no URL for {name}"))?;
-            client
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(QueueAttributeName::QueueArn)
-                .send()
-                .await
-                .map_err(|e| format!("GetQueueAttributes {name}: {e}"))?
-                .attributes
-                .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-                .ok_or_else(|| format!("no ARN for {name}"))
-        }
-    };
-    let source = arn(set.dead.name().to_string()).await?;
-    let destination = set.work[0].name().to_string();
-    let destination_arn = arn(destination.clone()).await?;
-    // One attempt: a service without the operation must not cost a retry series.
-    let no_retry = aws_sdk_sqs::config::Builder::default()
-        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled());
-    let started = client
-        .start_message_move_task()
-        .source_arn(&source)
-        .destination_arn(&destination_arn)
-        .customize()
-        .config_override(no_retry)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "StartMessageMoveTask: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(e)
-            )
-        })?;
-    let mut task = MoveTask {
-        task_handle: started.task_handle.unwrap_or_default(),
-        destination,
-        status: "RUNNING".into(),
-        ..Default::default()
-    };
-    tracing::info!(task_handle = %task.task_handle, "StartMessageMoveTask started");
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(MOVE_TASK_POLL) => {}
-            _ = shutdown.cancelled() => return Ok(task),
-        }
-        let listed = match client
-            .list_message_move_tasks()
-            .source_arn(&source)
-            .max_results(1)
-            .send()
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "ListMessageMoveTasks failed; the task keeps running");
-                return Ok(task);
-            }
-        };
-        if let Some(entry) = listed.results().first() {
-            task.status = entry.status().unwrap_or("UNKNOWN").to_string();
-            task.moved = entry.approximate_number_of_messages_moved();
-            task.to_move = entry.approximate_number_of_messages_to_move();
-            task.failure_reason = entry.failure_reason().map(str::to_string);
-        }
-        if task.status != "RUNNING" && task.status != "CANCELLING" {
-            return Ok(task);
-        }
-    }
-}
-
 /// The human rendering (several lines, ending with a newline).
 pub fn render_text(r: &RedriveReport) -> String {
     let verb = if r.dry_run { "would move" } else { "moved" };
@@ -545,12 +441,14 @@ pub async fn run(
     args: &RedriveArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    let set = super::open_queues(cfg).await?;
+    let service = common::queue::set::open_service(cfg).await?;
+    let set = QueueSet::open(service.as_ref(), cfg).await?;
     let opts = RedriveOptions::from(args);
     let mut report = None;
     let unfiltered = opts.error_class.is_none() && opts.max.is_none() && !opts.dry_run;
     if cfg.queue == QueueBackend::Sqs && unfiltered && !args.no_move_task {
-        match move_task(cfg, &set, &shutdown).await {
+        let (dead, work) = (set.dead.name(), set.work[0].name());
+        match service.move_all(dead, work, &shutdown).await {
             Ok(task) => {
                 report = Some(RedriveReport {
                     method: "message-move-task".into(),
@@ -560,7 +458,7 @@ pub async fn run(
                     ..Default::default()
                 })
             }
-            Err(why) => tracing::info!(reason = %why,
+            Err(why) => tracing::info!(reason = %why.full_message(),
                 "StartMessageMoveTask is not available; moving messages one by one"),
         }
     }

@@ -11,7 +11,8 @@ use clap::Args;
 use common::config::Config;
 use common::location::Location;
 use common::report::{failures_manifest, Aggregator, JobRecord, ReportRow, Summary};
-use common::store::{ObjectStore, PutOptions};
+use common::store::open::open_store;
+use common::store::PutOptions;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -77,14 +78,12 @@ pub async fn aggregate(
 async fn write_manifest(cfg: &Config, path: &str, text: String) -> anyhow::Result<()> {
     if path.starts_with("s3://") {
         let loc = Location::parse(path, "--failures-manifest")?;
-        let (Some(bucket), key) = (loc.bucket(), loc.prefix()) else {
-            unreachable!("an s3:// location has a bucket")
-        };
+        let key = loc.prefix();
         if key.is_empty() || key.ends_with('/') {
             anyhow::bail!("--failures-manifest `{path}`: name an object (s3://bucket/key.csv)");
         }
-        let client = common::clients::s3_client(&cfg.aws.copy).await;
-        let store = common::store::s3::S3Store::new(client, bucket);
+        let s3 = common::clients::S3Connector::new(&cfg.aws.copy);
+        let store = open_store(&loc.container(), &s3, false).await?;
         let opts = PutOptions {
             attrs: common::store::ObjectAttrs {
                 content_type: Some("text/csv".into()),

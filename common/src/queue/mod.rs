@@ -220,6 +220,19 @@ pub trait WorkQueue: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// A move of every message from one queue to another that the service runs
+/// itself (SQS StartMessageMoveTask), as last seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MoveTask {
+    pub task_handle: String,
+    pub destination: String,
+    /// `RUNNING`, `COMPLETED`, `CANCELLING`, `CANCELLED` or `FAILED`.
+    pub status: String,
+    pub moved: i64,
+    pub to_move: Option<i64>,
+    pub failure_reason: Option<String>,
+}
+
 /// A queue service: creates and opens queues by name.
 #[async_trait]
 pub trait QueueService: Send + Sync + std::fmt::Debug {
@@ -229,6 +242,26 @@ pub trait QueueService: Send + Sync + std::fmt::Debug {
     /// Open an existing queue; a missing queue is an error naming it and
     /// suggesting `commander init`.
     async fn open(&self, name: &str) -> Result<Arc<dyn WorkQueue>>;
+
+    /// Move every message of queue `from` to queue `to` with the service's
+    /// own move task, and follow it until it ends or `stop` is cancelled (the
+    /// task then goes on without us). Asked once, without retries: a service
+    /// that lacks the operation refuses at once (class `Unsupported` for the
+    /// embedded queue), and the caller moves the messages itself.
+    async fn move_all(
+        &self,
+        from: &str,
+        to: &str,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<MoveTask> {
+        let _ = (to, stop);
+        Err(crate::error::Error::new(
+            crate::error::ErrorKind::Invalid,
+            "Unsupported",
+            from,
+            "this queue service has no message move task",
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -16,10 +16,13 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client;
 
 use super::{
-    Depths, Ensured, Outgoing, QueueService, QueueSpec, Received, WorkQueue, MAX_BATCH_ENTRIES,
-    STALE_RECEIPT_CLASS, VISIBILITY_LIMIT_CLASS,
+    Depths, Ensured, MoveTask, Outgoing, QueueService, QueueSpec, Received, WorkQueue,
+    MAX_BATCH_ENTRIES, STALE_RECEIPT_CLASS, VISIBILITY_LIMIT_CLASS,
 };
 use crate::error::{Error, ErrorKind, Result};
+
+/// How often a running message move task is polled.
+const MOVE_TASK_POLL: Duration = Duration::from_secs(2);
 
 /// Longest long poll SQS allows.
 const MAX_WAIT_SECS: u64 = 20;
@@ -273,6 +276,49 @@ impl SqsService {
         Ok(out.attributes().cloned().unwrap_or_default())
     }
 
+    /// The queue's ARN (what message move tasks name queues by).
+    async fn arn(&self, name: &str) -> Result<String> {
+        let url = self.queue_url(name).await?;
+        self.attributes(name, &url)
+            .await?
+            .remove(&QueueAttributeName::QueueArn)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Permanent,
+                    "MissingQueueArn",
+                    name,
+                    "SQS returned no QueueArn attribute",
+                )
+            })
+    }
+
+    /// The latest state of the move task from `source_arn` into `task`;
+    /// `false` when it could not be read (the task keeps running).
+    async fn poll_move(&self, source_arn: &str, task: &mut MoveTask) -> bool {
+        let listed = match self
+            .client
+            .list_message_move_tasks()
+            .source_arn(source_arn)
+            .max_results(1)
+            .send()
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                let e = sdk_error(e, &task.destination, "ListMessageMoveTasks");
+                tracing::warn!(error = %e, "cannot follow the move task; it keeps running");
+                return false;
+            }
+        };
+        if let Some(entry) = listed.results().first() {
+            task.status = entry.status().unwrap_or("UNKNOWN").to_string();
+            task.moved = entry.approximate_number_of_messages_moved();
+            task.to_move = entry.approximate_number_of_messages_to_move();
+            task.failure_reason = entry.failure_reason().map(str::to_string);
+        }
+        true
+    }
+
     /// The attributes `spec` asks for, with the DLQ's ARN resolved.
     async fn wanted(&self, spec: &QueueSpec) -> Result<Vec<(QueueAttributeName, String)>> {
         let redrive = match &spec.redrive {
@@ -388,6 +434,47 @@ impl QueueService for SqsService {
             name: name.to_string(),
             url,
         }))
+    }
+
+    async fn move_all(
+        &self,
+        from: &str,
+        to: &str,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<MoveTask> {
+        let source = self.arn(from).await?;
+        let destination = self.arn(to).await?;
+        // One attempt: a service without the operation must not cost a retry series.
+        let no_retry = aws_sdk_sqs::config::Builder::default()
+            .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled());
+        let started = self
+            .client
+            .start_message_move_task()
+            .source_arn(&source)
+            .destination_arn(&destination)
+            .customize()
+            .config_override(no_retry)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, from, "StartMessageMoveTask"))?;
+        let mut task = MoveTask {
+            task_handle: started.task_handle.unwrap_or_default(),
+            destination: to.to_string(),
+            status: "RUNNING".into(),
+            ..Default::default()
+        };
+        tracing::info!(task_handle = %task.task_handle, "StartMessageMoveTask started");
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(MOVE_TASK_POLL) => {}
+                _ = stop.cancelled() => return Ok(task),
+            }
+            if !self.poll_move(&source, &mut task).await
+                || (task.status != "RUNNING" && task.status != "CANCELLING")
+            {
+                return Ok(task);
+            }
+        }
     }
 }
 

@@ -21,8 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::etag::{etag_eq, md5_etag, multipart_etag};
 use super::{
-    length_mismatch, ByteStream, CompletedPart, ListPage, ListRequest, Listed, ObjectAttrs,
-    ObjectInfo, ObjectStore, PutOptions,
+    length_mismatch, ByteStream, Capabilities, CompletedPart, ListPage, ListRequest, Listed,
+    ObjectAttrs, ObjectInfo, ObjectStore, PutOptions,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -493,8 +493,29 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
+/// The body's MD5; with `want`, a body with another MD5 is refused as S3
+/// refuses a Content-MD5 the body does not have (`BadDigest`, retryable).
+fn checked_md5(body: &[u8], want: Option<&[u8; 16]>, subject: &str) -> Result<[u8; 16]> {
+    let digest: [u8; 16] = Md5::digest(body).into();
+    match want {
+        Some(want) if *want != digest => Err(Error::new(
+            ErrorKind::Retryable,
+            "BadDigest",
+            subject,
+            "the body's MD5 is not the Content-MD5 given",
+        )),
+        _ => Ok(digest),
+    }
+}
+
 #[async_trait]
 impl ObjectStore for DirStore {
+    fn capabilities(&self) -> Capabilities {
+        // Bytes and mtime only; no server-side copy; uploads in progress are
+        // files that `commander cleanup` removes by age, not listed uploads.
+        Capabilities::default()
+    }
+
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
     }
@@ -732,16 +753,7 @@ impl ObjectStore for DirStore {
             return Ok(md5_etag(&EMPTY_MD5));
         }
         let rel = self.map(key)?;
-        let digest: [u8; 16] = Md5::digest(&body).into();
-        if opts.content_md5.is_some_and(|want| want != digest) {
-            // As S3 does with a Content-MD5 the body does not have.
-            return Err(Error::new(
-                ErrorKind::Retryable,
-                "BadDigest",
-                subject,
-                "the body's MD5 is not the Content-MD5 given",
-            ));
-        }
+        let digest = checked_md5(&body, opts.content_md5.as_ref(), &subject)?;
         blocking(subject.clone(), move || {
             let parent = prepare_dirs(&root, &rel, false, &subject)?;
             let final_path = root.join(&rel);
@@ -866,11 +878,13 @@ impl ObjectStore for DirStore {
         upload_id: &str,
         number: i32,
         body: Bytes,
+        content_md5: Option<&[u8; 16]>,
     ) -> Result<String> {
         let subject = self.subject(key);
         let rel = self.map(key)?;
         let root = self.root.clone();
         let id = upload_id.to_string();
+        let digest = checked_md5(&body, content_md5, &subject)?;
         blocking(subject.clone(), move || {
             let (parent, prefix) = open_upload(&root, &rel, &id, &subject)?;
             if !(1..=10_000).contains(&number) {
@@ -900,7 +914,7 @@ impl ObjectStore for DirStore {
                     &format!("cannot write part {number}"),
                 ));
             }
-            Ok(md5_etag(&Md5::digest(&body).into()))
+            Ok(md5_etag(&digest))
         })
         .await
     }

@@ -1,7 +1,10 @@
 //! The object-store abstraction: S3 ([`s3`], the only module that sees SDK
-//! errors) and local directories ([`dir`]). Listing, downup, check and
-//! verification go through [`ObjectStore`]; server-side copy is S3-only and is
-//! reached through [`ObjectStore::as_s3`].
+//! types) and local directories ([`dir`]). Everything the binaries and
+//! [`crate::transfer`] do with objects goes through [`ObjectStore`]; what only
+//! some stores can do (server-side copy, per-object headers and tags, S3
+//! ETags, multipart uploads to list) is asked of the store
+//! ([`ObjectStore::capabilities`], [`ObjectStore::copy_source_name`]), never
+//! of its concrete type.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -109,6 +112,64 @@ pub struct CompletedPart {
     pub etag: String,
 }
 
+/// The source of a server-side copy, in a store on the same endpoint as the
+/// target. `if_match` makes the store refuse (412, `PreconditionFailed`) when
+/// the source changed since it was listed, so a copy is never of another version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopySource<'a> {
+    /// The source store's [`ObjectStore::copy_source_name`] (S3: its bucket).
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub version_id: Option<&'a str>,
+    pub if_match: Option<&'a str>,
+}
+
+impl CopySource<'_> {
+    /// `s3://bucket/key`, for errors about the source.
+    pub fn subject(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// A multipart upload in progress (for `commander cleanup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub key: String,
+    pub upload_id: String,
+    /// When it was started; `None` when the store does not say.
+    pub initiated: Option<DateTime<Utc>>,
+}
+
+/// What a store keeps and can do beyond the operations every store has, so
+/// callers ask the store, not its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// Keeps content headers, user metadata and tags per object (S3). A
+    /// directory keeps bytes and the file's mtime only (its content type is
+    /// guessed from the name), so those are neither compared nor copied.
+    pub object_attrs: bool,
+    /// The ETag a write returns is the one S3 computes from the bytes and the
+    /// part layout written (MD5, or MD5 of the part MD5s), so an ETag that
+    /// differs from the source's after an exact layout is evidence that the
+    /// bytes differ.
+    pub s3_etags: bool,
+    /// Server-side copies into this store ([`ObjectStore::copy_object`],
+    /// [`ObjectStore::upload_part_copy`]) from stores on the same endpoint.
+    pub server_side_copy: bool,
+    /// [`ObjectStore::list_uploads`] lists the multipart uploads in progress.
+    pub lists_uploads: bool,
+}
+
+/// The error of an operation this store does not have (see [`Capabilities`]).
+pub fn unsupported(store: String, what: &str) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::Invalid,
+        "Unsupported",
+        store,
+        format!("this store cannot {what}"),
+    )
+}
+
 /// Class of the error when a streamed body is longer or shorter than announced.
 pub const SIZE_MISMATCH: &str = "SizeMismatch";
 
@@ -186,13 +247,16 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Start a multipart upload; returns its id.
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String>;
 
-    /// Upload one part; returns its ETag.
+    /// Upload one part; returns its ETag. With `content_md5` the store refuses
+    /// a body with another MD5 (class `BadDigest`, retryable) instead of
+    /// storing damaged bytes.
     async fn upload_part(
         &self,
         key: &str,
         upload_id: &str,
         number: i32,
         body: Bytes,
+        content_md5: Option<&[u8; 16]>,
     ) -> Result<String>;
 
     /// Complete an upload; returns the object's ETag.
@@ -224,8 +288,51 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         ))
     }
 
-    /// The S3 store behind this, for server-side copies.
-    fn as_s3(&self) -> Option<&s3::S3Store> {
+    /// What this store keeps and can do beyond the common operations.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The name under which a server-side copy into another store of the same
+    /// endpoint reads this store (S3: its bucket); `None` when it cannot be
+    /// a copy source.
+    fn copy_source_name(&self) -> Option<&str> {
         None
+    }
+
+    /// Server-side copy of `src` to `key`; returns the new ETag. `opts: None`
+    /// copies the source's headers, metadata and tags, with `storage_class`
+    /// and `acl` as given; `Some(opts)` replaces them with `opts`'. Stores
+    /// without [`Capabilities::server_side_copy`] refuse (class `Unsupported`).
+    async fn copy_object(
+        &self,
+        src: &CopySource<'_>,
+        key: &str,
+        opts: Option<&PutOptions>,
+        storage_class: Option<&str>,
+        acl: Option<&str>,
+    ) -> Result<String> {
+        let _ = (src, key, opts, storage_class, acl);
+        Err(unsupported(self.describe(), "copy objects server-side"))
+    }
+
+    /// Server-side copy of the inclusive byte `range` of `src` as part
+    /// `number` of an upload; returns the part's ETag. Stores without
+    /// [`Capabilities::server_side_copy`] refuse (class `Unsupported`).
+    async fn upload_part_copy(
+        &self,
+        src: &CopySource<'_>,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        range: (u64, u64),
+    ) -> Result<String> {
+        let _ = (src, key, upload_id, number, range);
+        Err(unsupported(self.describe(), "copy parts server-side"))
+    }
+
+    /// Multipart uploads in progress under `prefix`. Stores without
+    /// [`Capabilities::lists_uploads`] refuse (class `Unsupported`).
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<Upload>> {
+        let _ = prefix;
+        Err(unsupported(self.describe(), "list multipart uploads"))
     }
 }

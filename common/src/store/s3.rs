@@ -30,8 +30,8 @@ use http_body::{Frame, SizeHint};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::{
-    length_mismatch, ByteStream, CompletedPart, ListPage, ListRequest, Listed, ObjectAttrs,
-    ObjectInfo, ObjectStore, PutOptions,
+    length_mismatch, ByteStream, Capabilities, CompletedPart, CopySource, ListPage, ListRequest,
+    Listed, ObjectAttrs, ObjectInfo, ObjectStore, PutOptions, Upload,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -63,36 +63,20 @@ pub struct S3Store {
     version: Option<String>,
 }
 
-/// The source of a server-side copy. `if_match` makes S3 refuse (412) when the
-/// source changed since it was listed, so a copy is never of a different version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CopySource<'a> {
-    pub bucket: &'a str,
-    pub key: &'a str,
-    pub version_id: Option<&'a str>,
-    pub if_match: Option<&'a str>,
-}
-
-impl CopySource<'_> {
-    /// The `x-amz-copy-source` header value: `bucket/urlencoded-key[?versionId=..]`.
-    /// Every byte of the key except unreserved characters and `/` is percent-encoded,
-    /// so keys with spaces, `+`, `%`, `?`, `#` or unicode reach S3 unchanged.
-    pub fn header(&self) -> String {
-        let mut out = format!(
-            "{}/{}",
-            self.bucket,
-            utf8_percent_encode(self.key, COPY_SOURCE_SET)
-        );
-        if let Some(v) = self.version_id {
-            out.push_str("?versionId=");
-            out.push_str(&utf8_percent_encode(v, TAGGING_SET).to_string());
-        }
-        out
+/// The `x-amz-copy-source` header value: `bucket/urlencoded-key[?versionId=..]`.
+/// Every byte of the key except unreserved characters and `/` is percent-encoded,
+/// so keys with spaces, `+`, `%`, `?`, `#` or unicode reach S3 unchanged.
+pub fn copy_source_header(src: &CopySource<'_>) -> String {
+    let mut out = format!(
+        "{}/{}",
+        src.bucket,
+        utf8_percent_encode(src.key, COPY_SOURCE_SET)
+    );
+    if let Some(v) = src.version_id {
+        out.push_str("?versionId=");
+        out.push_str(&utf8_percent_encode(v, TAGGING_SET).to_string());
     }
-
-    fn subject(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.key)
-    }
+    out
 }
 
 /// Apply `PutOptions` (content headers, metadata, tags, storage class, ACL) to a
@@ -134,128 +118,8 @@ impl S3Store {
         self.home.client().await
     }
 
-    /// The bucket this store reads and writes.
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
-
     fn subject(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, key)
-    }
-
-    /// CopyObject; `opts: None` = MetadataDirective COPY + TaggingDirective COPY
-    /// (storage class/ACL from `storage_class`/`acl`); `Some(opts)` = REPLACE with
-    /// opts' attrs/tags. Returns the new ETag. S3's "200 OK with an error body"
-    /// becomes an `Err` (the SDK parses it as an error; a reply without an ETag is
-    /// treated as one too).
-    pub async fn copy_object(
-        &self,
-        src: &CopySource<'_>,
-        key: &str,
-        opts: Option<&PutOptions>,
-        storage_class: Option<&str>,
-        acl: Option<&str>,
-    ) -> Result<String> {
-        let subject = self.subject(key);
-        let mut req = self
-            .client()
-            .await?
-            .copy_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .copy_source(src.header())
-            .set_copy_source_if_match(src.if_match.map(str::to_string));
-        let (storage_class, acl) = match opts {
-            None => {
-                req = req
-                    .metadata_directive(MetadataDirective::Copy)
-                    .tagging_directive(TaggingDirective::Copy);
-                (storage_class, acl)
-            }
-            Some(o) => {
-                let a = &o.attrs;
-                req = req
-                    .metadata_directive(MetadataDirective::Replace)
-                    .set_content_type(a.content_type.clone())
-                    .set_content_encoding(a.content_encoding.clone())
-                    .set_content_disposition(a.content_disposition.clone())
-                    .set_content_language(a.content_language.clone())
-                    .set_cache_control(a.cache_control.clone())
-                    .set_website_redirect_location(a.website_redirect.clone())
-                    .set_metadata(metadata_map(&a.metadata))
-                    .set_expires(a.expires.as_deref().and_then(parse_http_date));
-                req = match &o.tags {
-                    Some(tags) => req
-                        .tagging_directive(TaggingDirective::Replace)
-                        .tagging(tagging_header(tags)),
-                    None => req.tagging_directive(TaggingDirective::Replace),
-                };
-                (
-                    o.storage_class.as_deref().or(storage_class),
-                    o.acl.as_deref().or(acl),
-                )
-            }
-        };
-        req = req
-            .set_storage_class(storage_class.map(StorageClass::from))
-            .set_acl(acl.map(ObjectCannedAcl::from));
-        let out = req.send().await.map_err(|e| {
-            // A missing *source* is what a copy's NotFound is about.
-            let err = map_sdk_error(e, &subject);
-            if err.kind == ErrorKind::NotFound && err.class != "NoSuchBucket" {
-                err.with_subject(src.subject())
-            } else {
-                err
-            }
-        })?;
-        out.copy_object_result()
-            .and_then(|r| r.e_tag())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Retryable,
-                    "CopyWithoutETag",
-                    subject,
-                    "CopyObject answered without an ETag (error in a 200 reply?)",
-                )
-            })
-    }
-
-    /// UploadPartCopy of an inclusive byte range; returns the part ETag.
-    pub async fn upload_part_copy(
-        &self,
-        src: &CopySource<'_>,
-        key: &str,
-        upload_id: &str,
-        number: i32,
-        range: (u64, u64),
-    ) -> Result<String> {
-        let subject = self.subject(key);
-        let out = self
-            .client()
-            .await?
-            .upload_part_copy()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .part_number(number)
-            .copy_source(src.header())
-            .copy_source_range(format!("bytes={}-{}", range.0, range.1))
-            .set_copy_source_if_match(src.if_match.map(str::to_string))
-            .send()
-            .await
-            .map_err(|e| map_sdk_error(e, &subject))?;
-        out.copy_part_result()
-            .and_then(|r| r.e_tag())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Retryable,
-                    "CopyWithoutETag",
-                    subject,
-                    format!("UploadPartCopy of part {number} answered without an ETag"),
-                )
-            })
     }
 
     /// A PutObject with `opts`' headers, metadata, tags, storage class and ACL; no body yet.
@@ -269,103 +133,6 @@ impl S3Store {
                         .map(|m| base64::engine::general_purpose::STANDARD.encode(m)),
                 ),
         )
-    }
-
-    /// UploadPart with `Content-MD5`, so S3 refuses a damaged body (`BadDigest`,
-    /// retryable); returns the part ETag.
-    pub async fn upload_part_md5(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: i32,
-        body: Bytes,
-        md5: &[u8; 16],
-    ) -> Result<String> {
-        self.send_part(key, upload_id, number, body, Some(md5))
-            .await
-    }
-
-    async fn send_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: i32,
-        body: Bytes,
-        md5: Option<&[u8; 16]>,
-    ) -> Result<String> {
-        let subject = self.subject(key);
-        let out = self
-            .client()
-            .await?
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .part_number(number)
-            .set_content_md5(md5.map(|m| base64::engine::general_purpose::STANDARD.encode(m)))
-            .body(SdkByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| map_sdk_error(e, &subject))?;
-        out.e_tag().map(str::to_string).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Retryable,
-                "PartWithoutETag",
-                subject,
-                format!("UploadPart of part {number} answered without an ETag"),
-            )
-        })
-    }
-
-    /// Multipart uploads in progress under a prefix, with their start time (for `commander cleanup`).
-    pub async fn list_multipart_uploads(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<(String, String, Option<DateTime<Utc>>)>> {
-        let mut out = Vec::new();
-        let mut key_marker: Option<String> = None;
-        let mut id_marker: Option<String> = None;
-        loop {
-            let page = self
-                .client()
-                .await?
-                .list_multipart_uploads()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .encoding_type(EncodingType::Url)
-                .set_key_marker(key_marker.take())
-                .set_upload_id_marker(id_marker.take())
-                .send()
-                .await
-                .map_err(|e| map_sdk_error(e, self.subject(prefix)))?;
-            let encoded = matches!(page.encoding_type(), Some(EncodingType::Url));
-            for u in page.uploads() {
-                let (Some(k), Some(id)) = (u.key(), u.upload_id()) else {
-                    continue;
-                };
-                let k = if encoded {
-                    url_decode(k, &self.subject(k))?
-                } else {
-                    k.to_string()
-                };
-                out.push((k, id.to_string(), u.initiated().and_then(to_chrono)));
-            }
-            if page.is_truncated() != Some(true) {
-                break;
-            }
-            key_marker = page.next_key_marker().map(|k| {
-                if encoded {
-                    url_decode(k, "").unwrap_or_else(|_| k.to_string())
-                } else {
-                    k.to_string()
-                }
-            });
-            id_marker = page.next_upload_id_marker().map(str::to_string);
-            if key_marker.is_none() && id_marker.is_none() {
-                break;
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -628,8 +395,32 @@ impl ObjectStore for S3Store {
         upload_id: &str,
         number: i32,
         body: Bytes,
+        content_md5: Option<&[u8; 16]>,
     ) -> Result<String> {
-        self.send_part(key, upload_id, number, body, None).await
+        let subject = self.subject(key);
+        let out = self
+            .client()
+            .await?
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .set_content_md5(
+                content_md5.map(|m| base64::engine::general_purpose::STANDARD.encode(m)),
+            )
+            .body(SdkByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &subject))?;
+        out.e_tag().map(str::to_string).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Retryable,
+                "PartWithoutETag",
+                subject,
+                format!("UploadPart of part {number} answered without an ETag"),
+            )
+        })
     }
 
     async fn complete_multipart(
@@ -753,8 +544,179 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
-    fn as_s3(&self) -> Option<&S3Store> {
-        Some(self)
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            object_attrs: true,
+            s3_etags: true,
+            server_side_copy: true,
+            lists_uploads: true,
+        }
+    }
+
+    fn copy_source_name(&self) -> Option<&str> {
+        Some(&self.bucket)
+    }
+
+    /// S3's "200 OK with an error body" becomes an `Err` (the SDK parses it as
+    /// an error; a reply without an ETag is treated as one too).
+    async fn copy_object(
+        &self,
+        src: &CopySource<'_>,
+        key: &str,
+        opts: Option<&PutOptions>,
+        storage_class: Option<&str>,
+        acl: Option<&str>,
+    ) -> Result<String> {
+        let subject = self.subject(key);
+        let mut req = self
+            .client()
+            .await?
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .copy_source(copy_source_header(src))
+            .set_copy_source_if_match(src.if_match.map(str::to_string));
+        let (storage_class, acl) = match opts {
+            None => {
+                req = req
+                    .metadata_directive(MetadataDirective::Copy)
+                    .tagging_directive(TaggingDirective::Copy);
+                (storage_class, acl)
+            }
+            Some(o) => {
+                let a = &o.attrs;
+                req = req
+                    .metadata_directive(MetadataDirective::Replace)
+                    .set_content_type(a.content_type.clone())
+                    .set_content_encoding(a.content_encoding.clone())
+                    .set_content_disposition(a.content_disposition.clone())
+                    .set_content_language(a.content_language.clone())
+                    .set_cache_control(a.cache_control.clone())
+                    .set_website_redirect_location(a.website_redirect.clone())
+                    .set_metadata(metadata_map(&a.metadata))
+                    .set_expires(a.expires.as_deref().and_then(parse_http_date));
+                req = match &o.tags {
+                    Some(tags) => req
+                        .tagging_directive(TaggingDirective::Replace)
+                        .tagging(tagging_header(tags)),
+                    None => req.tagging_directive(TaggingDirective::Replace),
+                };
+                (
+                    o.storage_class.as_deref().or(storage_class),
+                    o.acl.as_deref().or(acl),
+                )
+            }
+        };
+        req = req
+            .set_storage_class(storage_class.map(StorageClass::from))
+            .set_acl(acl.map(ObjectCannedAcl::from));
+        let out = req.send().await.map_err(|e| {
+            // A missing *source* is what a copy's NotFound is about.
+            let err = map_sdk_error(e, &subject);
+            if err.kind == ErrorKind::NotFound && err.class != "NoSuchBucket" {
+                err.with_subject(src.subject())
+            } else {
+                err
+            }
+        })?;
+        out.copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Retryable,
+                    "CopyWithoutETag",
+                    subject,
+                    "CopyObject answered without an ETag (error in a 200 reply?)",
+                )
+            })
+    }
+
+    async fn upload_part_copy(
+        &self,
+        src: &CopySource<'_>,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        range: (u64, u64),
+    ) -> Result<String> {
+        let subject = self.subject(key);
+        let out = self
+            .client()
+            .await?
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .copy_source(copy_source_header(src))
+            .copy_source_range(format!("bytes={}-{}", range.0, range.1))
+            .set_copy_source_if_match(src.if_match.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &subject))?;
+        out.copy_part_result()
+            .and_then(|r| r.e_tag())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Retryable,
+                    "CopyWithoutETag",
+                    subject,
+                    format!("UploadPartCopy of part {number} answered without an ETag"),
+                )
+            })
+    }
+
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<Upload>> {
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client()
+                .await?
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .encoding_type(EncodingType::Url)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| map_sdk_error(e, self.subject(prefix)))?;
+            let encoded = matches!(page.encoding_type(), Some(EncodingType::Url));
+            for u in page.uploads() {
+                let (Some(k), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                let k = if encoded {
+                    url_decode(k, &self.subject(k))?
+                } else {
+                    k.to_string()
+                };
+                out.push(Upload {
+                    key: k,
+                    upload_id: id.to_string(),
+                    initiated: u.initiated().and_then(to_chrono),
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(|k| {
+                if encoded {
+                    url_decode(k, "").unwrap_or_else(|_| k.to_string())
+                } else {
+                    k.to_string()
+                }
+            });
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn at_version(&self, version: &str) -> Result<Arc<dyn ObjectStore>> {
@@ -1148,14 +1110,14 @@ mod tests {
             if_match: None,
         };
         assert_eq!(
-            src.header(),
+            copy_source_header(&src),
             "b/dir/a%20b%2Bc%25d%3Fe%23f/%C3%A9t%C3%A9~_.-"
         );
         let src = CopySource {
             version_id: Some("v1"),
             ..src
         };
-        assert!(src.header().ends_with("?versionId=v1"));
+        assert!(copy_source_header(&src).ends_with("?versionId=v1"));
     }
 
     #[test]

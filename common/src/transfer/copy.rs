@@ -5,41 +5,29 @@
 //! copy them).
 
 use crate::error::Result;
-use crate::store::s3::{CopySource, S3Store};
-use crate::store::{CompletedPart, ObjectInfo, ObjectStore, PutOptions};
+use crate::store::{CompletedPart, CopySource, ObjectInfo, PutOptions};
 
 use super::plan::Planned;
 use super::{part_ranges, run_upload, settle, Expected, Job, UploadGuard};
 
 /// One CopyObject: metadata and tags copied server-side, storage class and ACL
 /// as configured, the source pinned to `pin`. Returns the target ETag.
-pub(super) async fn single(
-    job: &Job<'_>,
-    src: &S3Store,
-    dst: &S3Store,
-    pin: Option<&str>,
-) -> Result<String> {
-    let source = CopySource {
-        bucket: src.bucket(),
-        key: job.key(),
-        version_id: job.item.version_id.as_deref(),
-        if_match: pin,
-    };
-    dst.copy_object(
-        &source,
-        job.tkey(),
-        None,
-        job.opts.storage_class.as_deref(),
-        job.opts.acl.as_deref(),
-    )
-    .await
+pub(super) async fn single(job: &Job<'_>, src_bucket: &str, pin: Option<&str>) -> Result<String> {
+    job.dst()
+        .copy_object(
+            &copy_source(job, src_bucket, pin),
+            job.tkey(),
+            None,
+            job.opts.storage_class.as_deref(),
+            job.opts.acl.as_deref(),
+        )
+        .await
 }
 
 /// Copy as planned; returns the target ETag.
 pub(super) async fn run(
     job: &Job<'_>,
-    src: &S3Store,
-    dst: &S3Store,
+    src_bucket: &str,
     info: &ObjectInfo,
     pin: Option<&str>,
     planned: &Planned,
@@ -56,9 +44,9 @@ pub(super) async fn run(
                 })
                 .map(str::to_string),
         };
-        return settle(job, single(job, src, dst, pin).await, &expected).await;
+        return settle(job, single(job, src_bucket, pin).await, &expected).await;
     };
-    let tags = src.get_tags(job.key()).await?;
+    let tags = job.src().get_tags(job.key()).await?;
     let opts = PutOptions {
         attrs: info.attrs.clone(),
         tags,
@@ -66,15 +54,10 @@ pub(super) async fn run(
         acl: job.opts.acl.clone(),
         content_md5: None,
     };
-    let upload_id = dst.create_multipart(job.tkey(), &opts).await?;
+    let upload_id = job.dst().create_multipart(job.tkey(), &opts).await?;
     tracing::debug!(%upload_id, parts = ranges.len(), "multipart copy started");
     let guard = UploadGuard::new(job.ends.target.clone(), job.tkey(), &upload_id);
-    let source = CopySource {
-        bucket: src.bucket(),
-        key: job.key(),
-        version_id: job.item.version_id.as_deref(),
-        if_match: pin,
-    };
+    let source = copy_source(job, src_bucket, pin);
     let (source, upload_id) = (&source, &upload_id);
     run_upload(
         job,
@@ -84,11 +67,22 @@ pub(super) async fn run(
         job.opts.part_concurrency,
         |n| async move {
             let range = ranges[(n - 1) as usize];
-            let etag = dst
+            let etag = job
+                .dst()
                 .upload_part_copy(source, job.tkey(), upload_id, n, range)
                 .await?;
             Ok(CompletedPart { number: n, etag })
         },
     )
     .await
+}
+
+/// The job's source key (at the row's version), read from `src_bucket`, pinned to `pin`.
+fn copy_source<'a>(job: &'a Job<'_>, src_bucket: &'a str, pin: Option<&'a str>) -> CopySource<'a> {
+    CopySource {
+        bucket: src_bucket,
+        key: job.key(),
+        version_id: job.item.version_id.as_deref(),
+        if_match: pin,
+    }
 }

@@ -39,7 +39,7 @@ pub(super) async fn run(
 ) -> Result<String> {
     let tags = job.src().get_tags(job.key()).await?;
     let mut attrs = info.attrs.clone();
-    if job.dst().as_s3().is_none() && !attrs.metadata.contains_key(MTIME_META) {
+    if !job.dst().capabilities().object_attrs && !attrs.metadata.contains_key(MTIME_META) {
         // A directory target keeps the object's last-modified time as the file's mtime.
         if let Some(lm) = info.last_modified {
             attrs
@@ -93,7 +93,10 @@ pub(super) async fn run(
             let (a, b) = ranges[(n - 1) as usize];
             let _room = reserve(job, b - a + 1).await;
             let (body, md5) = read(job, Some((a, b)), b - a + 1, pin).await?;
-            let etag = upload_part(job, upload_id, n, body, &md5).await?;
+            let etag = job
+                .dst()
+                .upload_part(job.tkey(), upload_id, n, body, Some(&md5))
+                .await?;
             Ok(CompletedPart { number: n, etag })
         },
     )
@@ -354,35 +357,6 @@ async fn check_written(job: &Job<'_>, etag: &str, md5: &[u8; 16]) -> Result<()> 
     ))
 }
 
-/// Upload one part so that the target checks its MD5: Content-MD5 on S3 (S3
-/// refuses a corrupted body with BadDigest), the returned part ETag elsewhere.
-async fn upload_part(
-    job: &Job<'_>,
-    upload_id: &str,
-    number: i32,
-    body: Bytes,
-    md5: &[u8; 16],
-) -> Result<String> {
-    let subject = job.dst_subject();
-    let Some(s3) = job.dst().as_s3() else {
-        let etag = job
-            .dst()
-            .upload_part(job.tkey(), upload_id, number, body)
-            .await?;
-        if !etag_bare(&etag).eq_ignore_ascii_case(&hex::encode(md5)) {
-            return Err(Error::new(
-                ErrorKind::Retryable,
-                BAD_DIGEST,
-                subject,
-                format!("part {number} was stored with ETag {etag}, not the MD5 of the bytes sent"),
-            ));
-        }
-        return Ok(etag);
-    };
-    s3.upload_part_md5(job.tkey(), upload_id, number, body, md5)
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     //! The streamed body's checks, and downup between two real directory
@@ -489,8 +463,18 @@ mod tests {
         async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
             self.inner.create_multipart(key, opts).await
         }
-        async fn upload_part(&self, key: &str, id: &str, n: i32, body: Bytes) -> Result<String> {
-            self.inner.upload_part(key, id, n, body).await
+        async fn upload_part(
+            &self,
+            key: &str,
+            id: &str,
+            n: i32,
+            body: Bytes,
+            md5: Option<&[u8; 16]>,
+        ) -> Result<String> {
+            self.inner.upload_part(key, id, n, body, md5).await
+        }
+        fn capabilities(&self) -> crate::store::Capabilities {
+            self.inner.capabilities()
         }
         async fn complete_multipart(
             &self,

@@ -297,12 +297,17 @@ impl Job<'_> {
         self.opts.window.contains(last_modified)
     }
 
-    /// The source, when copy mode may copy server-side.
-    fn server_side(&self) -> Option<(&crate::store::s3::S3Store, &crate::store::s3::S3Store)> {
-        if self.opts.mode != Mode::Copy || !self.ends.server_side {
+    /// The name the target reads the source by, when copy mode copies
+    /// server-side (the executor decided the ends allow it; the stores say
+    /// whether they can).
+    fn server_side(&self) -> Option<&str> {
+        if self.opts.mode != Mode::Copy
+            || !self.ends.server_side
+            || !self.dst().capabilities().server_side_copy
+        {
             return None;
         }
-        Some((self.src().as_s3()?, self.dst().as_s3()?))
+        self.src().copy_source_name()
     }
 
     /// HEAD the source and apply the date window. `Err(done)`: finished early.
@@ -453,7 +458,7 @@ async fn transfer(job: &Job<'_>) -> Result<Done> {
     let planned = plan::plan(info.size, source_layout, &limits);
     tracing::debug!(plan = ?planned.plan, exact = planned.exact, "planned");
     let etag = match server_side {
-        Some((src, dst)) => copy::run(job, src, dst, &info, pin.as_deref(), &planned).await?,
+        Some(src_bucket) => copy::run(job, src_bucket, &info, pin.as_deref(), &planned).await?,
         None => downup::run(job, &info, pin.as_deref(), &planned).await?,
     };
     let mut note = planned.note.clone();
@@ -482,7 +487,7 @@ pub const INTEGRITY_MISMATCH: &str = "IntegrityMismatch";
 /// parked), never a `copied` row.
 async fn etags_disagree(job: &Job<'_>, src_etag: &str, written: &str) -> Result<Option<String>> {
     if written.is_empty()
-        || job.dst().as_s3().is_none()
+        || !job.dst().capabilities().s3_etags
         || etag_bare(written).eq_ignore_ascii_case(etag_bare(src_etag))
     {
         return Ok(None);
@@ -536,7 +541,7 @@ async fn etags_disagree(job: &Job<'_>, src_etag: &str, written: &str) -> Result<
 /// time if a date window is set. One CopyObject, pinned to the listed ETag.
 async fn fast_copy(job: &Job<'_>) -> Result<Option<Done>> {
     let item = job.item;
-    let (Some((src, dst)), false) = (job.server_side(), job.opts.verify) else {
+    let (Some(src_bucket), false) = (job.server_side(), job.opts.verify) else {
         return Ok(None);
     };
     let (Some(size), Some(etag)) = (item.size, item.etag.as_deref()) else {
@@ -560,7 +565,7 @@ async fn fast_copy(job: &Job<'_>) -> Result<Option<Done>> {
     };
     let written = settle(
         job,
-        copy::single(job, src, dst, Some(&pin)).await,
+        copy::single(job, src_bucket, Some(&pin)).await,
         &expected,
     )
     .await?;
@@ -661,8 +666,9 @@ async fn compare_ends(
         });
     };
     let mut src_info = src_info.clone();
-    let both_s3 = job.src().as_s3().is_some() && job.dst().as_s3().is_some();
-    let (src_tags, dst_tags) = if both_s3 {
+    let both_keep_attrs =
+        job.src().capabilities().object_attrs && job.dst().capabilities().object_attrs;
+    let (src_tags, dst_tags) = if both_keep_attrs {
         let (a, b) = futures::try_join!(
             job.src().get_tags(job.key()),
             job.dst().get_tags(job.tkey())
@@ -937,7 +943,7 @@ mod upload_guard_tests {
                 .await
                 .unwrap();
             store
-                .upload_part("big", &id, 1, Bytes::from_static(b"part one"))
+                .upload_part("big", &id, 1, Bytes::from_static(b"part one"), None)
                 .await
                 .unwrap();
             assert!(!part_files(dir.path()).is_empty(), "a part was written");
@@ -1062,8 +1068,18 @@ mod tests {
         async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
             self.inner.create_multipart(key, opts).await
         }
-        async fn upload_part(&self, key: &str, id: &str, n: i32, body: Bytes) -> Result<String> {
-            self.inner.upload_part(key, id, n, body).await
+        async fn upload_part(
+            &self,
+            key: &str,
+            id: &str,
+            n: i32,
+            body: Bytes,
+            md5: Option<&[u8; 16]>,
+        ) -> Result<String> {
+            self.inner.upload_part(key, id, n, body, md5).await
+        }
+        fn capabilities(&self) -> crate::store::Capabilities {
+            self.inner.capabilities()
         }
         async fn complete_multipart(
             &self,
