@@ -15,6 +15,7 @@ use aws_credential_types::Credentials;
 use aws_sdk_s3::config::RequestChecksumCalculation;
 
 use crate::config::{AwsSection, Config};
+use crate::error::Transport;
 
 /// Region used when neither the section, the environment nor the profile names one.
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -104,6 +105,22 @@ pub fn s3_config(
         .force_path_style(path_style)
         .request_checksum_calculation(checksum_mode(&section.request_checksum_calculation))
         .build()
+}
+
+/// Which transport failure an SDK error is, if it is one (S3 and SQS share
+/// the SDK's error type, so both adapters name these failures alike).
+pub(crate) fn transport_failure<E, R>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> Option<Transport> {
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match err {
+        SdkError::TimeoutError(_) => Some(Transport::Timeout),
+        SdkError::DispatchFailure(d) if d.is_timeout() => Some(Transport::Timeout),
+        SdkError::DispatchFailure(_) => Some(Transport::Dispatch),
+        SdkError::ResponseError(_) => Some(Transport::Response),
+        SdkError::ConstructionFailure(_) => Some(Transport::Construction),
+        _ => None,
+    }
 }
 
 /// Path-style addressing: the explicit setting, else on with a custom endpoint

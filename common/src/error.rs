@@ -109,6 +109,49 @@ impl Error {
     }
 }
 
+/// A request that got no service answer to read, whatever the service: one
+/// class name and one kind each, for S3 and SQS alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// No answer in time (connect, read or the whole call).
+    Timeout,
+    /// The request could not be sent (connection refused or reset, DNS, TLS).
+    Dispatch,
+    /// An answer arrived but could not be read.
+    Response,
+    /// The request could not be built (a bug or a bad setting, not the network).
+    Construction,
+}
+
+impl Transport {
+    /// The class reports and the DLQ show.
+    pub fn class(self) -> &'static str {
+        match self {
+            Transport::Timeout => "Timeout",
+            Transport::Dispatch => "Dispatch",
+            Transport::Response => "Response",
+            Transport::Construction => "Construction",
+        }
+    }
+
+    /// Network failures are retried; a request that cannot be built is not.
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            Transport::Construction => ErrorKind::Permanent,
+            _ => ErrorKind::Retryable,
+        }
+    }
+}
+
+/// The class of a service error that carries no code: `Http404`, or
+/// `Unknown` without a status.
+pub fn http_class(status: Option<u16>) -> String {
+    match status {
+        Some(s) => format!("Http{s}"),
+        None => "Unknown".to_string(),
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

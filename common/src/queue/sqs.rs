@@ -134,18 +134,13 @@ fn sdk_error<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let (kind, class) = match &err {
-        SdkError::ConstructionFailure(_) => {
-            (ErrorKind::Permanent, "ConstructionFailure".to_string())
-        }
-        SdkError::TimeoutError(_) => (ErrorKind::Retryable, "Timeout".to_string()),
-        SdkError::DispatchFailure(_) => (ErrorKind::Retryable, "DispatchFailure".to_string()),
-        SdkError::ResponseError(_) => (ErrorKind::Retryable, "ResponseError".to_string()),
-        _ => {
+    let (kind, class) = match crate::clients::transport_failure(&err) {
+        Some(t) => (t.kind(), t.class().to_string()),
+        None => {
             let code = code_of(&err);
             let status = err.raw_response().map(|r| r.status().as_u16());
             let class = if code.is_empty() {
-                format!("HTTP{}", status.unwrap_or(0))
+                crate::error::http_class(status)
             } else {
                 code.clone()
             };

@@ -788,41 +788,25 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let subject = subject.into();
-    let (kind, class, message) = match &err {
-        SdkError::TimeoutError(_) => (
-            ErrorKind::Retryable,
-            "Timeout".to_string(),
-            "request timed out".to_string(),
-        ),
-        SdkError::DispatchFailure(d) => (
-            ErrorKind::Retryable,
-            if d.is_timeout() {
-                "Timeout"
-            } else {
-                "Dispatch"
-            }
-            .to_string(),
-            format!("request could not be sent: {d:?}"),
-        ),
-        SdkError::ResponseError(_) => (
-            ErrorKind::Retryable,
-            "Response".to_string(),
-            "the response could not be read".to_string(),
-        ),
-        SdkError::ConstructionFailure(_) => (
-            ErrorKind::Permanent,
-            "Construction".to_string(),
-            "the request could not be built".to_string(),
-        ),
-        SdkError::ServiceError(se) => {
+    let transport = crate::clients::transport_failure(&err);
+    let (kind, class, message) = match (&err, transport) {
+        (_, Some(t)) => {
+            let message = match &err {
+                SdkError::DispatchFailure(d) => format!("request could not be sent: {d:?}"),
+                SdkError::ResponseError(_) => "the response could not be read".to_string(),
+                SdkError::ConstructionFailure(_) => "the request could not be built".to_string(),
+                _ => "request timed out".to_string(),
+            };
+            (t.kind(), t.class().to_string(), message)
+        }
+        (SdkError::ServiceError(se), None) => {
             let code = err.code();
             let status = Some(se.raw().status().as_u16());
             // A bucket-level 404 without a code still says which bucket is missing.
             let class = match (code, status) {
                 (Some(c), _) => c.to_string(),
                 (None, Some(200..=299)) => UNREADABLE_REPLY.to_string(),
-                (None, Some(s)) => format!("Http{s}"),
-                (None, None) => "Unknown".to_string(),
+                (None, s) => crate::error::http_class(s),
             };
             let message = err
                 .message()
