@@ -158,9 +158,10 @@ impl<R: RngCore> Iterator for Backoff<R> {
 }
 
 impl<R: RngCore> Backoff<R> {
-    /// The next delay: `c/2` plus `c/2 · word / 2⁶⁴`, in integers (no float
-    /// rounding can reach `c`).
-    fn delay(&mut self) -> Duration {
+    /// The next delay; never runs out (the iterator's `next` without the
+    /// `Option`).
+    pub fn delay(&mut self) -> Duration {
+        // c/2 + c/2 · word / 2⁶⁴, in integers: no float rounding reaches c.
         let half = ceiling(self.min_delay, self.max_delay, self.step) / 2;
         self.step = self.step.saturating_add(1);
         let half_ns = half.as_nanos().min(u64::MAX as u128);
@@ -438,7 +439,7 @@ mod tests {
         assert_eq!(b.by_ref().take(3).last(), Some(400 * MS));
         b.reset();
         assert_eq!(b.next(), Some(100 * MS));
-        assert_eq!(b.next(), Some(200 * MS));
+        assert_eq!(b.delay(), 200 * MS);
     }
 
     #[test]
