@@ -16,6 +16,7 @@
 //! | [`verify`]   | compare source and target metadata into a verdict |
 //! | [`window`]   | the date window of `--modified-since` / `--not-modified-since`, for both binaries |
 //! | [`report`]   | per-key outcome rows and their summaries |
+//! | [`retry`]    | one retry policy for every retry loop: jittered backoff bounded by attempts and time |
 //! | [`logging`]  | tracing setup shared by both binaries |
 
 pub mod clients;
@@ -27,6 +28,7 @@ pub mod logging;
 pub mod message;
 pub mod queue;
 pub mod report;
+pub mod retry;
 pub mod store;
 pub mod transfer;
 pub mod verify;

@@ -454,19 +454,12 @@ async fn write_loop(
             let body = Bytes::from(encode_rows(&rows));
             let opts = PutOptions::default();
             let put = || async { loc.store.put(&key, body.clone(), &opts).await };
-            use backon::Retryable;
-            match put
-                .retry(
-                    backon::ExponentialBuilder::default()
-                        .with_jitter()
-                        .with_max_times(5),
-                )
-                .when(|e: &Error| e.kind.is_retryable())
-                .await
-            {
+            use crate::retry::{retry, Policy};
+            let retryable = |e: &Error| e.kind.is_retryable();
+            match retry(&Policy::report_flush(), put, retryable, |_, _| {}).await {
                 Ok(_) => files += 1,
-                Err(e) => {
-                    tracing::error!(error = %e, rows = rows.len(), key, "could not write a report file")
+                Err(f) => {
+                    tracing::error!(error = %f.error, attempts = f.attempts, rows = rows.len(), key, "could not write a report file")
                 }
             }
         }

@@ -338,7 +338,7 @@ pub fn transfer_options(cfg: &Config, cli: &Cli) -> TransferOptions {
         acl: cli.acl(),
         // Checked by `check_flags`; an empty window cannot get here.
         window: cli.window().unwrap_or_default(),
-        max_attempts: 3,
+        retry: common::retry::Policy::object(),
         // One budget for every object's part buffers: streaming stays within
         // concurrency × part_size for the whole process.
         buffers: Some(BufferPool::new(

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use common::message::{decode, encode, Batch, KeyItem, MESSAGE_VERSION};
+use common::retry::Policy;
 use common::store::dir::DirStore;
 use common::store::{
     ByteStream, CompletedPart, ListPage, ListRequest, ObjectInfo, ObjectStore, PutOptions,
@@ -395,7 +396,10 @@ async fn a_directory_file_changed_between_parts_is_source_changed_and_writes_not
             part_size: 16,
             part_concurrency: 1,
             // One attempt: a retry would HEAD again and copy the new version whole.
-            max_attempts: 1,
+            retry: Policy {
+                max_attempts: 1,
+                ..Policy::object()
+            },
             ..TransferOptions::default()
         };
         let item = KeyItem {

@@ -16,6 +16,7 @@ use aws_sdk_s3::types::{
 use chrono::{Duration, Utc};
 use common::message::KeyItem;
 use common::report::Outcome;
+use common::retry::Policy;
 use common::store::dir::DirStore;
 use common::store::s3::S3Store;
 use common::store::ObjectStore;
@@ -59,7 +60,10 @@ fn opts(mode: Mode) -> TransferOptions {
         multipart_threshold: 5 * MIB as u64,
         part_size: 5 * MIB as u64,
         part_concurrency: 3,
-        max_attempts: 2,
+        retry: Policy {
+            max_attempts: 2,
+            ..Policy::object()
+        },
         ..TransferOptions::default()
     }
 }
@@ -624,7 +628,7 @@ async fn source_changed_since_listing_is_reported() {
     let listed_item = listed(&src).await.remove(0);
     testsupport::put(&src, "k", b"new!".to_vec()).await;
     let mut o = opts(Mode::Downup);
-    o.max_attempts = 3;
+    o.retry.max_attempts = 3;
     let e = ends(store(&src), store(&dst), false);
     let err = process_key(&e, &listed_item, &o).await.unwrap_err();
     assert_eq!(err.class, "SourceChanged");

@@ -6,9 +6,6 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
-
-use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::local::LocalService;
 use super::sqs::SqsService;
@@ -18,9 +15,7 @@ use super::{
 };
 use crate::config::{Config, QueueBackend};
 use crate::error::{Error, ErrorKind, Result};
-
-/// Attempts of one batch's failed entries in [`send_all`], first try included.
-const SEND_ATTEMPTS: usize = 8;
+use crate::retry::{Policy, Stop};
 
 /// Open the configured queue service: SQS with the client of
 /// `common::clients`, or the embedded queue file for `queue.backend: local`.
@@ -167,36 +162,28 @@ fn plan_batches(queue: &str, msgs: &[Outgoing], max_bytes: usize) -> Result<Vec<
     Ok(out)
 }
 
-/// The retry policy of [`send_all`]: exponential from 200 ms to 10 s, with jitter.
-fn send_backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_max_times(SEND_ATTEMPTS - 1)
-        .with_jitter()
-}
-
 /// Send every message to `q` in as few SendMessageBatch calls as the limits
 /// allow (≤ 10 entries, ≤ `max_bytes` per call). Failed entries (and whole
 /// calls that failed with a retryable error) are retried alone with
-/// exponential backoff and jitter, a bounded number of times. `Ok` means every
+/// exponential backoff and jitter ([`Policy::send`]: a bounded number of
+/// times, within a bounded time, per batch). `Ok` means every
 /// message was accepted; `Err` carries the error of an entry that kept failing
 /// or could never succeed — earlier batches may have been sent by then.
 pub async fn send_all(q: &dyn WorkQueue, msgs: Vec<Outgoing>, max_bytes: usize) -> Result<()> {
-    send_all_with(q, msgs, max_bytes, send_backoff()).await
+    send_all_with(q, msgs, max_bytes, &Policy::send()).await
 }
 
 async fn send_all_with(
     q: &dyn WorkQueue,
     msgs: Vec<Outgoing>,
     max_bytes: usize,
-    backoff: ExponentialBuilder,
+    policy: &Policy,
 ) -> Result<()> {
     let ranges = plan_batches(q.name(), &msgs, max_bytes)?;
     let mut msgs = msgs.into_iter();
     for r in ranges {
         let batch: Vec<Outgoing> = msgs.by_ref().take(r.len()).collect();
-        send_one_batch(q, batch, backoff).await?;
+        send_one_batch(q, batch, policy).await?;
     }
     Ok(())
 }
@@ -204,10 +191,9 @@ async fn send_all_with(
 async fn send_one_batch(
     q: &dyn WorkQueue,
     mut pending: Vec<Outgoing>,
-    backoff: ExponentialBuilder,
+    policy: &Policy,
 ) -> Result<()> {
-    let mut delays = backoff.build();
-    let mut attempt = 1;
+    let mut attempts = policy.attempts();
     loop {
         let last_err = match q.send_batch(&pending).await {
             Ok(results) => {
@@ -234,15 +220,21 @@ async fn send_one_batch(
             Err(e) if e.kind.is_retryable() => e,
             Err(e) => return Err(e),
         };
-        match delays.next() {
-            Some(delay) => {
+        let attempt = attempts.count();
+        match attempts.next_delay() {
+            Ok(delay) => {
                 tracing::warn!(queue = q.name(), attempt, failed = pending.len(), error = %last_err, ?delay, "send failed; retrying");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
+                attempts.sleep(delay).await;
             }
-            None => {
+            Err(stop) => {
+                let why = match stop {
+                    Stop::Elapsed => {
+                        format!(" (retry time budget of {:?} spent)", policy.max_elapsed)
+                    }
+                    _ => String::new(),
+                };
                 let message = format!(
-                    "{} message(s) still rejected after {attempt} attempts: {}",
+                    "{} message(s) still rejected after {attempt} attempts{why}: {}",
                     pending.len(),
                     last_err.message
                 );
@@ -259,6 +251,7 @@ mod tests {
     use super::*;
     use crate::queue::{Depths, Received};
     use std::sync::Mutex;
+    use std::time::Duration;
 
     #[test]
     fn specs_put_the_dlq_first_and_number_work_queues_from_one() {
@@ -372,12 +365,12 @@ mod tests {
         }
     }
 
-    fn fast() -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(1))
-            .with_max_delay(Duration::from_millis(2))
-            .with_max_times(3)
-    }
+    const FAST: Policy = Policy {
+        min_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(2),
+        max_attempts: 4,
+        max_elapsed: Duration::from_secs(60),
+    };
 
     #[tokio::test]
     async fn send_all_retries_only_failed_entries() {
@@ -386,7 +379,7 @@ mod tests {
             ..Default::default()
         };
         let msgs: Vec<Outgoing> = (0..12).map(|i| Outgoing::body(format!("m{i}"))).collect();
-        send_all_with(&q, msgs, 1 << 20, fast()).await.unwrap();
+        send_all_with(&q, msgs, 1 << 20, &FAST).await.unwrap();
         let mut accepted = q.accepted.lock().unwrap().clone();
         accepted.sort();
         let mut want: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
@@ -406,7 +399,7 @@ mod tests {
             &q,
             vec![Outgoing::body("ok"), Outgoing::body("bad")],
             1 << 20,
-            fast(),
+            &FAST,
         )
         .await
         .unwrap_err();
@@ -419,7 +412,7 @@ mod tests {
             fail: vec![("slow".into(), 100, ErrorKind::Retryable)],
             ..Default::default()
         };
-        let err = send_all_with(&q, vec![Outgoing::body("slow")], 1 << 20, fast())
+        let err = send_all_with(&q, vec![Outgoing::body("slow")], 1 << 20, &FAST)
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Retryable);

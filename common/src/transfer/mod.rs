@@ -13,15 +13,13 @@
 //!   so no orphaned parts are billed;
 //! - in downup, each part's MD5 is computed while reading and checked by the
 //!   target (Content-MD5 on S3, the returned part ETag elsewhere);
-//! - retryable failures are retried (the SDK per request, plus up to
-//!   [`TransferOptions::max_attempts`] whole-object attempts re-planned from a
-//!   fresh HEAD); everything else is returned for the DLQ.
+//! - retryable failures are retried (the SDK per request, plus whole-object
+//!   attempts re-planned from a fresh HEAD under [`TransferOptions::retry`]);
+//!   everything else is returned for the DLQ.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -30,6 +28,7 @@ use tracing::Instrument;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::KeyItem;
 use crate::report::Outcome;
+use crate::retry::{self, Policy};
 use crate::store::etag::{compute_etag, compute_multipart_etag};
 use crate::store::{ObjectAttrs, ObjectInfo, ObjectStore};
 use crate::verify::{self, etag_bare, etag_parts, Verdict};
@@ -94,8 +93,9 @@ pub struct TransferOptions {
     pub acl: Option<String>,
     /// Work only objects modified inside this window (others: `skipped-filtered`).
     pub window: DateWindow,
-    /// Whole-object attempts (backon, re-planned from a fresh HEAD), first included.
-    pub max_attempts: u32,
+    /// Whole-object attempts (re-planned from a fresh HEAD): how many, how
+    /// far apart, within how long ([`Policy::object`] by default).
+    pub retry: Policy,
     /// Memory budget shared by every object in flight (downup part and object
     /// buffers); `None`: only the per-object bound (`part_concurrency` parts).
     pub buffers: Option<BufferPool>,
@@ -113,7 +113,7 @@ impl Default for TransferOptions {
             storage_class: None,
             acl: None,
             window: DateWindow::default(),
-            max_attempts: 3,
+            retry: Policy::object(),
             buffers: None,
         }
     }
@@ -166,38 +166,31 @@ pub async fn process_key(ends: &Endpoints, item: &KeyItem, opts: &TransferOption
         source = %ends.source.describe(),
         key = %item.key,
     );
-    let attempts = AtomicU32::new(0);
-    let work = || async {
-        attempts.fetch_add(1, Ordering::Relaxed);
-        // Boxed: one attempt's future is deep; callers' futures stay shallow.
-        Box::pin(once(ends, item, opts)).await
-    };
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(20))
-        .with_max_times(opts.max_attempts.max(1) as usize - 1)
-        .with_jitter();
-    let result = work
-        .retry(backoff)
-        .sleep(tokio::time::sleep)
-        .when(|e: &Error| should_retry(e, item))
-        .notify(|e: &Error, after: Duration| {
+    // Boxed: one attempt's future is deep; callers' futures stay shallow.
+    let work = || Box::pin(once(ends, item, opts));
+    let result = retry::retry(
+        &opts.retry,
+        work,
+        |e: &Error| should_retry(e, item),
+        |e: &Error, after: Duration| {
             tracing::warn!(error = %e, retry_in = ?after, "retrying the object");
-        })
-        .instrument(span.clone())
-        .await;
+        },
+    )
+    .instrument(span.clone())
+    .await;
     let _enter = span.enter();
+    let result = result.map_err(|f| {
+        let mut e = f.error;
+        if f.attempts > 1 {
+            e.message = format!("{} (after {} attempts)", e.message, f.attempts);
+        }
+        e
+    });
     match &result {
         Ok(done) => tracing::debug!(outcome = %done.outcome, note = ?done.note, "done"),
         Err(e) => tracing::warn!(error = %e, "failed"),
     }
-    result.map_err(|mut e| {
-        let n = attempts.load(Ordering::Relaxed);
-        if n > 1 {
-            e.message = format!("{} (after {n} attempts)", e.message);
-        }
-        e
-    })
+    result
 }
 
 /// Retry a whole object on transient errors, and on a source changed during
@@ -1010,6 +1003,7 @@ mod tests {
     //! process_key between two real directory stores (no server needed), and
     //! its retry policy through a fault-injecting wrapper around one.
 
+    use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Mutex;
 
     use async_trait::async_trait;
@@ -1267,7 +1261,10 @@ mod tests {
         assert_eq!(src.gets.load(Ordering::SeqCst), 1);
 
         let once = TransferOptions {
-            max_attempts: 1,
+            retry: Policy {
+                max_attempts: 1,
+                ..Policy::object()
+            },
             ..o.clone()
         };
         let (ends, _) = flaky(&d, vec![(ErrorKind::Retryable, "SlowDown")]);
