@@ -50,21 +50,20 @@ pub struct Policy {
 
 impl Policy {
     /// Whole-object transfer attempts (re-planned from a fresh HEAD):
-    /// 0.5 s → 20 s, 3 attempts, within 15 minutes.
+    /// 0.5 s → 20 s, 3 attempts, within 12 hours.
     ///
-    /// The budget counts the attempts themselves. One request stuck in
-    /// timeouts can take the SDK 10 minutes (10 attempts × 60 s read timeout),
-    /// so 15 minutes lets a quickly failing object use all its attempts and a
-    /// timing-out one one more go, while a key that keeps failing slowly does
-    /// not hold a worker for the better part of an hour before it is parked.
-    /// An object whose failed attempt alone ran past 15 minutes (a copy of
-    /// many GB) is parked in the DLQ instead of being started over at once.
+    /// The budget counts the attempts themselves, and is SQS's cap on how
+    /// long one receive can hold a message (`queue::MAX_TOTAL_VISIBILITY`):
+    /// past it the message is redelivered whatever the executor does, so a
+    /// retry that would start later is pointless. Below it, only the attempt
+    /// count decides: a giant object whose failed attempt took hours is
+    /// still started over, as before this bound existed.
     pub const fn object() -> Policy {
         Policy {
             min_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(20),
             max_attempts: 3,
-            max_elapsed: Duration::from_secs(15 * 60),
+            max_elapsed: crate::queue::MAX_TOTAL_VISIBILITY,
         }
     }
 
@@ -446,7 +445,7 @@ mod tests {
     fn the_named_policies_keep_their_figures() {
         let figures = |p: Policy| (p.min_delay, p.max_delay, p.max_attempts, p.max_elapsed);
         let s = Duration::from_secs;
-        assert_eq!(figures(Policy::object()), (500 * MS, s(20), 3, s(900)));
+        assert_eq!(figures(Policy::object()), (500 * MS, s(20), 3, s(43_200)));
         assert_eq!(figures(Policy::send()), (200 * MS, s(10), 8, s(60)));
         assert_eq!(figures(Policy::report_flush()), (s(1), s(60), 6, s(120)));
         assert_eq!(
