@@ -53,17 +53,11 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<ExitCo
         print!("{}", cfg.render());
         return Ok(ExitCode::SUCCESS);
     }
-    let log = common::logging::init(
+    common::logging::init(
         &cfg.migration.log_level,
         cfg.migration.log_format,
         cfg.migration.log_file.as_deref(),
-    );
-    if let Err(e) = log {
-        // A second `run` in one process (tests) keeps the first subscriber.
-        if e.class != "LoggingInit" {
-            return Err(e.into());
-        }
-    }
+    )?;
     match cli.command {
         Command::Init => init(&cfg).await,
         Command::Run(args) => run_job(&cfg, *args, shutdown).await,

@@ -93,6 +93,12 @@ impl Error {
         self
     }
 
+    /// What the request named (a key, version or upload) is gone, and its
+    /// bucket is not: the one test for "missing key, not missing bucket".
+    pub fn is_gone(&self) -> bool {
+        self.kind == ErrorKind::NotFound && self.class != class::NO_SUCH_BUCKET
+    }
+
     /// The message plus every cause in the chain, on one line (for reports and the DLQ).
     pub fn full_message(&self) -> String {
         let mut out = self.message.clone();
@@ -107,6 +113,14 @@ impl Error {
         }
         out
     }
+}
+
+/// Class names that more than one module acts on, named once.
+pub mod class {
+    /// The bucket does not exist (the whole run is misconfigured, not one key).
+    pub const NO_SUCH_BUCKET: &str = "NoSuchBucket";
+    /// The multipart upload does not exist (aborted, or completed by an earlier try).
+    pub const NO_SUCH_UPLOAD: &str = "NoSuchUpload";
 }
 
 /// A request that got no service answer to read, whatever the service: one

@@ -12,7 +12,7 @@ use tracing::Subscriber;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// Log line format. `text` is for people; `json` emits one JSON object per
 /// line (timestamp, level, target, fields, spans) that CloudWatch Logs Insights
@@ -56,22 +56,18 @@ impl std::str::FromStr for LogFormat {
 /// Install the global tracing subscriber. `level` is an `EnvFilter` directive
 /// (`info`, `debug`, `common=debug,warn`); a non-empty `RUST_LOG` wins over it.
 /// Logs go to stderr, or are appended to `file` when given (created if missing).
-/// Fails (kind `Input`) on a bad directive or an unwritable file, and if a
-/// global subscriber is already installed.
+/// Fails (kind `Input`) on a bad directive or an unwritable file. A
+/// subscriber already installed (a second run in one process, as tests do)
+/// is kept: both binaries call this and treat every error as fatal.
 pub fn init(level: &str, format: LogFormat, file: Option<&Path>) -> Result<()> {
     let rust_log = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty());
     let subscriber = subscriber(level, rust_log.as_deref(), format, file)?;
-    tracing::subscriber::set_global_default(subscriber).map_err(|e| {
-        Error::new(
-            ErrorKind::Permanent,
-            "LoggingInit",
-            "logging",
-            "a global tracing subscriber is already installed",
-        )
-        .with_source(e)
-    })
+    if tracing::subscriber::set_global_default(subscriber).is_err() {
+        tracing::debug!("a tracing subscriber is already installed; keeping it");
+    }
+    Ok(())
 }
 
 /// Build (without installing) the subscriber [`init`] would install; `rust_log`
@@ -132,6 +128,7 @@ fn filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn log_format_parses_and_prints() {

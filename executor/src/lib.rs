@@ -21,7 +21,6 @@ use common::report::{ReportLocation, Reporter};
 use common::store::open::open_store;
 use common::store::ObjectStore;
 use common::transfer::{self, BufferPool, Endpoints, Mode, TransferOptions};
-use common::ErrorKind;
 use tokio_util::sync::CancellationToken;
 
 pub use cli::Cli;
@@ -43,7 +42,11 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<RunSta
         println!("{}", cfg.render());
         return Ok(RunStats::default());
     }
-    init_logging(&cfg)?;
+    common::logging::init(
+        &cfg.migration.log_level,
+        cfg.migration.log_format,
+        cfg.migration.log_file.as_deref(),
+    )?;
     check_flags(&cli)?;
 
     let service = open_service(&cfg)
@@ -115,19 +118,6 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<RunSta
     println!("{}", summary_line(&stats));
     tracing::info!(keys = stats.keys, failed = stats.failed, bytes = stats.bytes, stopped_by = ?stats.stopped_by, "executor finished");
     Ok(stats)
-}
-
-fn init_logging(cfg: &Config) -> anyhow::Result<()> {
-    match common::logging::init(
-        &cfg.migration.log_level,
-        cfg.migration.log_format,
-        cfg.migration.log_file.as_deref(),
-    ) {
-        Ok(()) => Ok(()),
-        // Already installed (tests run `run` in-process): keep the existing one.
-        Err(e) if e.kind != ErrorKind::Input => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Flag combinations clap cannot express.

@@ -216,7 +216,7 @@ impl ObjectStore for S3Store {
             Ok(out) => out,
             Err(e) => {
                 let err = map_sdk_error(e, &subject);
-                if err.kind == ErrorKind::NotFound && err.class != "NoSuchBucket" {
+                if err.is_gone() {
                     // A HEAD 404 has no body: it does not say whether the key or
                     // the whole bucket is gone. Only a bucket shown to exist
                     // makes it a missing key.
@@ -479,7 +479,7 @@ impl ObjectStore for S3Store {
             Ok(_) => Ok(()),
             Err(e) => {
                 let err = map_sdk_error(e, &subject);
-                if err.kind == ErrorKind::NotFound && err.class != "NoSuchBucket" {
+                if err.is_gone() {
                     Ok(())
                 } else {
                     Err(err)
@@ -613,7 +613,7 @@ impl ObjectStore for S3Store {
         let out = req.send().await.map_err(|e| {
             // A missing *source* is what a copy's NotFound is about.
             let err = map_sdk_error(e, &subject);
-            if err.kind == ErrorKind::NotFound && err.class != "NoSuchBucket" {
+            if err.is_gone() {
                 err.with_subject(src.subject())
             } else {
                 err
@@ -823,7 +823,7 @@ where
             "unexpected SDK error".to_string(),
         ),
     };
-    let subject = if class == "NoSuchBucket" {
+    let subject = if class == crate::error::class::NO_SUCH_BUCKET {
         // Name the bucket, not the key: the whole run is misconfigured.
         bucket_of(&subject)
     } else {

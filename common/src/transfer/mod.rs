@@ -219,10 +219,7 @@ async fn once(ends: &Endpoints, item: &KeyItem, opts: &TransferOptions) -> Resul
     };
     match result {
         Err(e) if e.kind == ErrorKind::PreconditionFailed => Err(source_changed(e)),
-        Err(e)
-            if e.kind == ErrorKind::NotFound
-                && !matches!(e.class.as_str(), "NoSuchBucket" | "NoSuchUpload") =>
-        {
+        Err(e) if e.is_gone() && e.class != crate::error::class::NO_SUCH_UPLOAD => {
             // Which end is missing? Only a missing source is a warning.
             match job.src.head(&item.key).await? {
                 None => Ok(source_missing()),
@@ -586,7 +583,7 @@ struct Expected {
 /// a 200), or a retry of a completion found the upload gone (`NoSuchUpload`:
 /// the first try completed it).
 fn ambiguous(e: &Error) -> bool {
-    e.kind.is_retryable() || e.class == "NoSuchUpload"
+    e.kind.is_retryable() || e.class == crate::error::class::NO_SUCH_UPLOAD
 }
 
 /// The outcome of a final write, checked rather than guessed when it is

@@ -27,7 +27,7 @@ use super::map_sdk_error;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Class of the error for a bucket that does not exist.
-pub const NO_SUCH_BUCKET: &str = "NoSuchBucket";
+pub use crate::error::class::NO_SUCH_BUCKET;
 
 /// How long a missing bucket is remembered before it is asked about again.
 pub const MISSING_TTL: Duration = Duration::from_secs(30);
