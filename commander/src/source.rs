@@ -107,181 +107,243 @@ pub fn filter_spec(args: &RunArgs, prefix: &str) -> Result<FilterSpec> {
 
 /// Check the flags and open the source. Reads manifests (not data files).
 pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
-    let target_arg = args.target_bucket.as_deref().ok_or_else(|| {
-        Error::input(
-            "--target-bucket",
-            "a target is required (-t BUCKET|s3://BUCKET/PREFIX|DIR)",
-        )
-    })?;
-    let target = Location::parse(target_arg, "--target-bucket")?;
-    let source_loc = args
-        .source_bucket
-        .as_deref()
-        .map(|s| Location::parse(s, "--source-bucket"))
-        .transpose()?;
-    let prefix = agree(
-        source_loc.as_ref().map_or("", |l| l.prefix()),
-        args.prefix.as_deref(),
-        "--prefix",
-        "--source-bucket",
-    )?;
-    let target_prefix = if args.target_prefix.is_some() || !target.prefix().is_empty() {
-        Some(agree(
-            target.prefix(),
-            args.target_prefix.as_deref(),
-            "--target-prefix",
-            "--target-bucket",
-        )?)
-    } else {
-        None
-    };
-    let filter = KeyFilter::new(filter_spec(args, &prefix)?)?;
+    let ends = Ends::parse(args)?;
+    let filter = KeyFilter::new(filter_spec(args, &ends.prefix)?)?;
     if args.batch_num == Some(0) {
         return Err(Error::input("--batch-num", "must be at least 1"));
     }
-
     let resume_from = args
         .resume_from
         .as_deref()
         .map(|r| Row::parse(r, "--resume-from"))
         .transpose()?;
     let kind = if let Some(m) = &args.manifest_path {
-        let mut inventory = if m.starts_with("s3://") {
-            let loc = Location::parse(m, "--manifest-path")?;
-            let store = open_store(&loc, &S3Connector::new(&cfg.aws.inventory), false).await?;
-            let bucket = loc.bucket().unwrap_or_default().to_string();
-            Inventory::open_s3(store, &bucket, loc.prefix()).await?
-        } else {
-            let path = Path::new(m);
-            if !path.exists() {
-                return Err(Error::input(m, "manifest not found (--manifest-path)"));
-            }
-            let path = path.to_path_buf();
-            tokio::task::spawn_blocking(move || Inventory::open_local(&path))
-                .await
-                .map_err(|e| Error::input(m, e.to_string()))??
-        };
-        if let Some(r) = resume_from {
-            let files = inventory.manifest.files.len();
-            if r.file as usize > files {
-                return Err(Error::input(
-                    "--resume-from",
-                    format!("row {r}: the inventory has {files} data files"),
-                ));
-            }
-        }
-        inventory.resume_from = resume_from;
-        let s = &inventory.schema;
-        let what = format!("the inventory {}", inventory.manifest_name);
-        filter.require(&what, s.size.is_some(), s.last_modified.is_some(), false)?;
-        let source = match &source_loc {
-            Some(l) => l.container().to_string(),
-            None => Location::parse(&inventory.manifest.source_bucket, &inventory.manifest_name)?
-                .container()
-                .to_string(),
-        };
-        SourceKind::Inventory {
-            inventory: Box::new(inventory),
-            source: Arc::from(source),
-        }
+        inventory_source(cfg, m, ends.source.as_ref(), &filter, resume_from).await?
     } else if let Some(c) = &args.csv_manifest {
-        filter.require("a CSV manifest", false, false, false)?;
-        let mut manifest = if c.starts_with("s3://") {
-            let loc = Location::parse(c, "--csv-manifest")?;
-            if loc.prefix().is_empty() || loc.prefix().ends_with('/') {
-                return Err(Error::input(
-                    "--csv-manifest",
-                    format!("`{c}` names no object (s3://bucket/key)"),
-                ));
-            }
-            let store = open_store(&loc, &S3Connector::new(&cfg.aws.inventory), false).await?;
-            CsvManifest::s3(store, loc.bucket().unwrap_or_default(), loc.prefix())
-        } else {
-            if !Path::new(c).is_file() {
-                return Err(Error::input(c, "CSV manifest not found (--csv-manifest)"));
-            }
-            CsvManifest::local(c)
-        };
-        if let Some(r) = resume_from.filter(|r| r.file != 1) {
-            return Err(Error::input(
-                "--resume-from",
-                format!("row {r}: a CSV manifest is one file, its rows are 1:LINE"),
-            ));
-        }
-        manifest.resume_from = resume_from;
-        let only_bucket = match &source_loc {
-            None => None,
-            Some(Location::S3 { bucket, .. }) => Some(bucket.clone()),
-            Some(Location::Dir { .. }) => {
-                return Err(Error::input(
-                    "--source-bucket",
-                    "a CSV manifest names buckets: -s must be a bucket (or left out)",
-                ))
-            }
-        };
-        SourceKind::Csv {
-            manifest,
-            only_bucket,
-        }
+        csv_source(cfg, c, ends.source.as_ref(), &filter, resume_from).await?
     } else {
-        if resume_from.is_some() {
-            return Err(Error::input(
-                "--resume-from",
-                "rows are for -m/--manifest-path and --csv-manifest; a listing resumes with --start-after",
-            ));
-        }
-        let Some(src) = &source_loc else {
-            return Err(Error::input(
-                "--source-bucket",
-                "a source is required: -s BUCKET (ListObjectsV2), -m MANIFEST (S3 Inventory) or --csv-manifest PATH",
-            ));
-        };
-        if let Location::Dir { .. } = src {
-            filter.require(&format!("the directory {src}"), true, true, false)?;
-        }
-        let store = open_store(src, &S3Connector::new(&cfg.aws.copy), false).await?;
-        let opts = ListOptions {
-            prefix: prefix.clone(),
-            start_after: filter.spec().start_after.clone(),
-            depth: args.list_depth,
-            concurrency: args.list_concurrency.max(1),
-            page_size: args.list_page_size,
-            split_after_pages: args.split_after_pages.max(1),
-            fanout: args.split_fanout.max(1),
-            fetch_owner: filter.needs_owner(),
-            ..ListOptions::default()
-        };
-        SourceKind::List {
-            store,
-            opts,
-            source: Arc::from(src.container().to_string()),
-        }
+        listing_source(cfg, args, &ends, &filter, resume_from).await?
     };
-
     let describe = match &kind {
         SourceKind::List { source, .. } => format!(
-            "{source}{}{prefix}",
-            if prefix.is_empty() { "" } else { "/" }
+            "{source}{}{}",
+            if ends.prefix.is_empty() { "" } else { "/" },
+            ends.prefix
         ),
         SourceKind::Inventory { inventory, .. } => inventory.manifest_name.clone(),
         SourceKind::Csv { manifest, .. } => manifest.name.clone(),
     };
-    let target_container = target.container().to_string();
-    if let SourceKind::List { source, .. } | SourceKind::Inventory { source, .. } = &kind {
-        let rewrites = target_prefix.as_deref().is_some_and(|t| t != prefix);
-        if **source == *target_container && !rewrites {
-            return Err(Error::input(
-                "--target-bucket",
-                format!("source and target are both {target_container} and keys are not rewritten: objects would be copied onto themselves (use --target-prefix)"),
-            ));
-        }
-    }
-    let selector = Selector::new(filter, KeyMap::new(prefix, target_prefix));
+    let target_container = ends.target.container().to_string();
+    ends.refuse_copy_onto_itself(&kind, &target_container)?;
+    let selector = Selector::new(filter, KeyMap::new(ends.prefix, ends.target_prefix));
     Ok(Plan {
         kind,
         selector: Arc::new(selector),
         describe,
         target: target_container,
+    })
+}
+
+/// Source and target as the flags give them, with the prefixes agreed
+/// between `-s s3://b/p` and `--prefix` (and likewise for the target).
+struct Ends {
+    source: Option<Location>,
+    target: Location,
+    prefix: String,
+    target_prefix: Option<String>,
+}
+
+impl Ends {
+    fn parse(args: &RunArgs) -> Result<Ends> {
+        let target_arg = args.target_bucket.as_deref().ok_or_else(|| {
+            Error::input(
+                "--target-bucket",
+                "a target is required (-t BUCKET|s3://BUCKET/PREFIX|DIR)",
+            )
+        })?;
+        let target = Location::parse(target_arg, "--target-bucket")?;
+        let source = args
+            .source_bucket
+            .as_deref()
+            .map(|s| Location::parse(s, "--source-bucket"))
+            .transpose()?;
+        let prefix = agree(
+            source.as_ref().map_or("", |l| l.prefix()),
+            args.prefix.as_deref(),
+            "--prefix",
+            "--source-bucket",
+        )?;
+        let target_prefix = if args.target_prefix.is_some() || !target.prefix().is_empty() {
+            Some(agree(
+                target.prefix(),
+                args.target_prefix.as_deref(),
+                "--target-prefix",
+                "--target-bucket",
+            )?)
+        } else {
+            None
+        };
+        Ok(Ends {
+            source,
+            target,
+            prefix,
+            target_prefix,
+        })
+    }
+
+    /// A listing or inventory whose keys would land on themselves is refused.
+    fn refuse_copy_onto_itself(&self, kind: &SourceKind, target: &str) -> Result<()> {
+        if let SourceKind::List { source, .. } | SourceKind::Inventory { source, .. } = kind {
+            let rewrites = self
+                .target_prefix
+                .as_deref()
+                .is_some_and(|t| t != self.prefix);
+            if **source == *target && !rewrites {
+                return Err(Error::input(
+                    "--target-bucket",
+                    format!("source and target are both {target} and keys are not rewritten: objects would be copied onto themselves (use --target-prefix)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `-m/--manifest-path`: an S3 Inventory manifest, local or `s3://`.
+async fn inventory_source(
+    cfg: &Config,
+    m: &str,
+    source_loc: Option<&Location>,
+    filter: &KeyFilter,
+    resume_from: Option<Row>,
+) -> Result<SourceKind> {
+    let mut inventory = if m.starts_with("s3://") {
+        let loc = Location::parse(m, "--manifest-path")?;
+        let store = open_store(&loc, &S3Connector::new(&cfg.aws.inventory), false).await?;
+        let bucket = loc.bucket().unwrap_or_default().to_string();
+        Inventory::open_s3(store, &bucket, loc.prefix()).await?
+    } else {
+        let path = Path::new(m);
+        if !path.exists() {
+            return Err(Error::input(m, "manifest not found (--manifest-path)"));
+        }
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Inventory::open_local(&path))
+            .await
+            .map_err(|e| Error::input(m, e.to_string()))??
+    };
+    if let Some(r) = resume_from {
+        let files = inventory.manifest.files.len();
+        if r.file as usize > files {
+            return Err(Error::input(
+                "--resume-from",
+                format!("row {r}: the inventory has {files} data files"),
+            ));
+        }
+    }
+    inventory.resume_from = resume_from;
+    let s = &inventory.schema;
+    let what = format!("the inventory {}", inventory.manifest_name);
+    filter.require(&what, s.size.is_some(), s.last_modified.is_some(), false)?;
+    let source = match source_loc {
+        Some(l) => l.container().to_string(),
+        None => Location::parse(&inventory.manifest.source_bucket, &inventory.manifest_name)?
+            .container()
+            .to_string(),
+    };
+    Ok(SourceKind::Inventory {
+        inventory: Box::new(inventory),
+        source: Arc::from(source),
+    })
+}
+
+/// `--csv-manifest`: a CSV of bucket,key rows, local or `s3://`.
+async fn csv_source(
+    cfg: &Config,
+    c: &str,
+    source_loc: Option<&Location>,
+    filter: &KeyFilter,
+    resume_from: Option<Row>,
+) -> Result<SourceKind> {
+    filter.require("a CSV manifest", false, false, false)?;
+    let mut manifest = if c.starts_with("s3://") {
+        let loc = Location::parse(c, "--csv-manifest")?;
+        if loc.prefix().is_empty() || loc.prefix().ends_with('/') {
+            return Err(Error::input(
+                "--csv-manifest",
+                format!("`{c}` names no object (s3://bucket/key)"),
+            ));
+        }
+        let store = open_store(&loc, &S3Connector::new(&cfg.aws.inventory), false).await?;
+        CsvManifest::s3(store, loc.bucket().unwrap_or_default(), loc.prefix())
+    } else {
+        if !Path::new(c).is_file() {
+            return Err(Error::input(c, "CSV manifest not found (--csv-manifest)"));
+        }
+        CsvManifest::local(c)
+    };
+    if let Some(r) = resume_from.filter(|r| r.file != 1) {
+        return Err(Error::input(
+            "--resume-from",
+            format!("row {r}: a CSV manifest is one file, its rows are 1:LINE"),
+        ));
+    }
+    manifest.resume_from = resume_from;
+    let only_bucket = match source_loc {
+        None => None,
+        Some(Location::S3 { bucket, .. }) => Some(bucket.clone()),
+        Some(Location::Dir { .. }) => {
+            return Err(Error::input(
+                "--source-bucket",
+                "a CSV manifest names buckets: -s must be a bucket (or left out)",
+            ))
+        }
+    };
+    Ok(SourceKind::Csv {
+        manifest,
+        only_bucket,
+    })
+}
+
+/// `-s`: a parallel listing of a bucket or directory.
+async fn listing_source(
+    cfg: &Config,
+    args: &RunArgs,
+    ends: &Ends,
+    filter: &KeyFilter,
+    resume_from: Option<Row>,
+) -> Result<SourceKind> {
+    if resume_from.is_some() {
+        return Err(Error::input(
+            "--resume-from",
+            "rows are for -m/--manifest-path and --csv-manifest; a listing resumes with --start-after",
+        ));
+    }
+    let Some(src) = &ends.source else {
+        return Err(Error::input(
+            "--source-bucket",
+            "a source is required: -s BUCKET (ListObjectsV2), -m MANIFEST (S3 Inventory) or --csv-manifest PATH",
+        ));
+    };
+    if let Location::Dir { .. } = src {
+        filter.require(&format!("the directory {src}"), true, true, false)?;
+    }
+    let store = open_store(src, &S3Connector::new(&cfg.aws.copy), false).await?;
+    let opts = ListOptions {
+        prefix: ends.prefix.clone(),
+        start_after: filter.spec().start_after.clone(),
+        depth: args.list_depth,
+        concurrency: args.list_concurrency.max(1),
+        page_size: args.list_page_size,
+        split_after_pages: args.split_after_pages.max(1),
+        fanout: args.split_fanout.max(1),
+        fetch_owner: filter.needs_owner(),
+        ..ListOptions::default()
+    };
+    Ok(SourceKind::List {
+        store,
+        opts,
+        source: Arc::from(src.container().to_string()),
     })
 }
 

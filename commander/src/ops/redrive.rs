@@ -254,21 +254,7 @@ pub async fn redrive(
                 break;
             }
             report.examined += msgs.len() as u64;
-            let planned: Vec<(Received, Decision)> = msgs
-                .into_iter()
-                .map(|m| {
-                    let mut d = decide(&m, opts.error_class.as_deref(), opts.include_bad);
-                    if let Decision::Move {
-                        back_to_dlq: Some(rest),
-                        ..
-                    } = &mut d
-                    {
-                        rest.attributes
-                            .insert(super::SCAN_ATTRIBUTE.to_string(), token.clone());
-                    }
-                    (m, d)
-                })
-                .collect();
+            let planned = plan_moves(msgs, opts, &token);
             // Moves of one receive run concurrently; each is send → send → delete.
             let moves = planned.iter().map(|(m, d)| async {
                 match d {
@@ -288,41 +274,8 @@ pub async fn redrive(
             });
             let results = futures::future::join_all(moves).await;
             for ((m, d), r) in planned.iter().zip(results) {
-                match (d, r) {
-                    (Decision::Keep { keys, bad }, _) => {
-                        report.kept_messages += 1;
-                        report.kept_keys += keys;
-                        report.bad_skipped += u64::from(*bad);
-                    }
-                    (
-                        Decision::Move {
-                            keys,
-                            kept_keys,
-                            bad,
-                            by_class,
-                            ..
-                        },
-                        Ok(queue),
-                    ) => {
-                        if !opts.dry_run {
-                            scan.forget(&m.message_id);
-                        }
-                        report.moved_messages += 1;
-                        report.moved_keys += keys;
-                        report.kept_keys += kept_keys;
-                        report.moved_bad += u64::from(*bad);
-                        for (c, n) in by_class {
-                            *report.moved_by_class.entry(c.clone()).or_insert(0) += n;
-                        }
-                        if let Some(q) = queue {
-                            *report.per_queue.entry(q).or_insert(0) += 1;
-                        }
-                    }
-                    (Decision::Move { .. }, Err(e)) => {
-                        report.failed_messages += 1;
-                        tracing::error!(message_id = %m.message_id, error = %e,
-                            "could not move a message; it stays in the dead-letter queue");
-                    }
+                if report.record(m, d, r) && !opts.dry_run {
+                    scan.forget(&m.message_id);
                 }
             }
         }
@@ -339,6 +292,77 @@ pub async fn redrive(
     }
     result?;
     Ok(report)
+}
+
+/// What to do with each received DLQ message. The keys a filter leaves
+/// behind are marked with this scan's `token`, so the scan skips them.
+fn plan_moves(
+    msgs: Vec<Received>,
+    opts: &RedriveOptions,
+    token: &str,
+) -> Vec<(Received, Decision)> {
+    msgs.into_iter()
+        .map(|m| {
+            let mut d = decide(&m, opts.error_class.as_deref(), opts.include_bad);
+            if let Decision::Move {
+                back_to_dlq: Some(rest),
+                ..
+            } = &mut d
+            {
+                rest.attributes
+                    .insert(super::SCAN_ATTRIBUTE.to_string(), token.to_string());
+            }
+            (m, d)
+        })
+        .collect()
+}
+
+impl RedriveReport {
+    /// Count one message's decision and what became of its move (the work
+    /// queue it went to); `true` when it left the DLQ (or would have, on a dry run).
+    fn record(
+        &mut self,
+        m: &Received,
+        d: &Decision,
+        moved: common::Result<Option<String>>,
+    ) -> bool {
+        match (d, moved) {
+            (Decision::Keep { keys, bad }, _) => {
+                self.kept_messages += 1;
+                self.kept_keys += keys;
+                self.bad_skipped += u64::from(*bad);
+                false
+            }
+            (
+                Decision::Move {
+                    keys,
+                    kept_keys,
+                    bad,
+                    by_class,
+                    ..
+                },
+                Ok(queue),
+            ) => {
+                self.moved_messages += 1;
+                self.moved_keys += keys;
+                self.kept_keys += kept_keys;
+                self.moved_bad += u64::from(*bad);
+                for (c, n) in by_class {
+                    *self.moved_by_class.entry(c.clone()).or_insert(0) += n;
+                }
+                if let Some(q) = queue {
+                    *self.per_queue.entry(q).or_insert(0) += 1;
+                }
+                true
+            }
+            (Decision::Move { .. }, Err(e)) => {
+                self.failed_messages += 1;
+                tracing::error!(message_id = %m.message_id, error = %e,
+                    "could not move a message; it stays in the dead-letter queue");
+                false
+            }
+        }
+    }
 }
 
 /// Send, then send the rest back, then delete: the original goes only once
