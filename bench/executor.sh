@@ -8,6 +8,8 @@
 # S3 is s3s-fs (fast; moto saturates near 200 copies/s), SQS is moto.
 #
 #   bench/executor.sh [OBJECTS=20000] [ROUNDS=1]
+#   BASELINE_BIN=DIR bench/executor.sh ...  # also time DIR/commander + DIR/executor
+#                                           # (e.g. a build of an older commit) in each round
 # Needs: s3s-fs (cargo install s3s-fs --version 0.14.1 --features binary --locked),
 # rclone (apt), s3sync (cargo install s3sync --locked); missing peers are skipped
 # with a note. Binaries are looked up on PATH and in /opt/peers/bin.
@@ -66,10 +68,16 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round: fresh s3s-fs data dir, $N x 1 KiB objects"
   stop_s3; start_s3 "r$round"
   "$BIN/put-objects" --endpoint "$S3URL" --access-key $AK --secret-key $SK --bucket src \
-    --also-create dst-raw --also-create dst-ours --also-create dst-rclone --also-create dst-s3sync \
+    --also-create dst-raw --also-create dst-base --also-create dst-ours --also-create dst-rclone --also-create dst-s3sync \
     --count "$N" --size 1024 --concurrency 64
   run raw-copy "$N" "$BIN/raw-copy" --endpoint "$S3URL" --access-key $AK --secret-key $SK \
     --source src --target dst-raw --concurrency 256
+  if [ -n "${BASELINE_BIN:-}" ]; then
+    QUEUE_NAME_PATTERN="base-{:0>2d}" DEAD_QUEUE_NAME=base-dead "$BASELINE_BIN/commander" init >/dev/null
+    QUEUE_NAME_PATTERN="base-{:0>2d}" DEAD_QUEUE_NAME=base-dead "$BASELINE_BIN/commander" run -s src -t dst-base >"$WORK/commander-base.out" 2>&1
+    QUEUE_NAME_PATTERN="base-{:0>2d}" DEAD_QUEUE_NAME=base-dead run "executor(baseline)" "$N" \
+      "$BASELINE_BIN/executor" --mode copy --until-empty --concurrency 256 --acl none
+  fi
   # Ours: the commander fills the queues first (not timed), then one executor drains them.
   "$BIN/commander" init >/dev/null
   "$BIN/commander" run -s src -t dst-ours >"$WORK/commander.out" 2>&1
@@ -93,7 +101,7 @@ CONF
       --source-access-key $AK --source-secret-access-key $SK --target-access-key $AK --target-secret-access-key $SK \
       --source-region us-east-1 --target-region us-east-1 --server-side-copy --worker-size 32 s3://src s3://dst-s3sync
   else echo "(s3sync not installed: skipped)"; fi
-  for b in dst-raw dst-ours dst-rclone dst-s3sync; do
+  for b in dst-raw dst-base dst-ours dst-rclone dst-s3sync; do
     c=$(find "$WORK/s3-r$round/$b" -type f 2>/dev/null | grep -vc '\.s3s' || true)
     echo "   $b: $c objects"
   done

@@ -20,7 +20,7 @@ use common::queue::set::{open_service, QueueSet};
 use common::report::{ReportLocation, Reporter};
 use common::store::open::open_store;
 use common::store::ObjectStore;
-use common::transfer::{self, BufferPool, Endpoints, Mode, TransferOptions};
+use common::transfer::{self, BufferPool, Ends, Mode, TransferOptions};
 use tokio_util::sync::CancellationToken;
 
 pub use cli::Cli;
@@ -215,7 +215,7 @@ pub struct TransferWorker {
     /// What a message may name (`migration.allowed_sources` / `allowed_targets`).
     allowed_sources: EndpointPolicy,
     allowed_targets: EndpointPolicy,
-    ends: Mutex<HashMap<(String, String), Arc<Endpoints>>>,
+    ends: Mutex<HashMap<(String, String), Arc<Ends>>>,
 }
 
 impl std::fmt::Debug for TransferWorker {
@@ -269,7 +269,7 @@ impl TransferWorker {
         Ok((source, target))
     }
 
-    async fn endpoints(&self, batch: &Batch) -> common::Result<Arc<Endpoints>> {
+    async fn ends(&self, batch: &Batch) -> common::Result<Arc<Ends>> {
         let cache_key = (batch.source.clone(), batch.target.clone());
         if let Some(e) = self.ends.lock().expect("ends lock").get(&cache_key) {
             return Ok(e.clone());
@@ -285,7 +285,7 @@ impl TransferWorker {
         let create = self.opts.mode != Mode::Check;
         let target_store: Arc<dyn ObjectStore> =
             open_store(&target, &self.target_s3, create).await?;
-        let ends = Arc::new(Endpoints {
+        let ends = Arc::new(Ends {
             source: source_store,
             target: target_store,
             server_side: self.opts.mode == Mode::Copy && both_s3 && !self.separate_source,
@@ -301,7 +301,7 @@ impl TransferWorker {
 #[async_trait]
 impl KeyWorker for TransferWorker {
     async fn work(&self, batch: &Batch, item: &KeyItem) -> common::Result<KeyDone> {
-        let ends = self.endpoints(batch).await?;
+        let ends = self.ends(batch).await?;
         let done = transfer::process_key(&ends, item, &self.opts).await?;
         Ok(KeyDone {
             outcome: done.outcome,

@@ -20,7 +20,7 @@ use common::store::dir::DirStore;
 use common::store::{
     ByteStream, CompletedPart, ListPage, ListRequest, ObjectInfo, ObjectStore, PutOptions,
 };
-use common::transfer::{process_key, Endpoints, Mode, TransferOptions, SOURCE_CHANGED};
+use common::transfer::{process_key, Ends, Mode, TransferOptions, SOURCE_CHANGED};
 use common::ErrorKind;
 use testsupport::runs::{drain, send_raw, Sandbox};
 use testsupport::{bucket, keys, put, s3};
@@ -380,7 +380,7 @@ async fn a_directory_file_changed_between_parts_is_source_changed_and_writes_not
         let path = src.path().join("big.bin");
         let original: Vec<u8> = (0..64u32).map(|i| b'a' + (i % 26) as u8).collect();
         std::fs::write(&path, &original).unwrap();
-        let ends = Endpoints {
+        let ends = Ends {
             source: Arc::new(ChangesAfterFirstPart {
                 inner: DirStore::open_existing(src.path()).unwrap(),
                 path: path.clone(),

@@ -20,7 +20,7 @@ use common::retry::Policy;
 use common::store::dir::DirStore;
 use common::store::s3::S3Store;
 use common::store::ObjectStore;
-use common::transfer::{process_key, BufferPool, Done, Endpoints, Mode, TransferOptions};
+use common::transfer::{process_key, BufferPool, Done, Ends, Mode, TransferOptions};
 use common::ErrorKind;
 use md5::Digest;
 use testsupport::{bucket, s3};
@@ -41,12 +41,8 @@ fn store(bucket: &str) -> Arc<dyn ObjectStore> {
     Arc::new(S3Store::new(s3(), bucket))
 }
 
-fn ends(
-    source: Arc<dyn ObjectStore>,
-    target: Arc<dyn ObjectStore>,
-    server_side: bool,
-) -> Endpoints {
-    Endpoints {
+fn ends(source: Arc<dyn ObjectStore>, target: Arc<dyn ObjectStore>, server_side: bool) -> Ends {
+    Ends {
         source,
         target,
         server_side,
@@ -82,7 +78,7 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-async fn run(ends: &Endpoints, item: &KeyItem, opts: &TransferOptions) -> Done {
+async fn run(ends: &Ends, item: &KeyItem, opts: &TransferOptions) -> Done {
     process_key(ends, item, opts)
         .await
         .unwrap_or_else(|e| panic!("{}: {e} [{:?}]", item.key, e.kind))

@@ -1,16 +1,16 @@
 //! Parallel ListObjectsV2 (or directory) walk over any [`ObjectStore`].
 //!
 //! The plan, and why every key is enumerated exactly once:
-//! 1. The walk is a set of *ranges*: a prefix `P`, a mode, and key bounds
+//! 1. The walk is a set of *ranges*: a prefix `P`, a listing style, and key bounds
 //!    `(after, until]` (exclusive lower bound = `StartAfter`, inclusive upper
 //!    bound, both optional). A range lists the keys `k` with `P ≤ k`,
 //!    `k` starts with `P`, `after < k ≤ until`. Ranges never overlap.
 //! 2. The first `--list-depth` levels are listed with delimiter `/`
-//!    ([`Mode::Delimited`]). S3 puts each key under `P` either in `Contents`
+//!    ([`ListStyle::Delimited`]). S3 puts each key under `P` either in `Contents`
 //!    (no `/` after `P`: emitted by this range, including the key equal to `P`)
 //!    or in exactly one common prefix `C` (which becomes its own range with
 //!    prefix `C`). Key sets of distinct common prefixes are disjoint.
-//!    Below the depth, a common prefix is listed flat ([`Mode::Flat`]).
+//!    Below the depth, a common prefix is listed flat ([`ListStyle::Flat`]).
 //! 3. A flat range that has read `split_after_pages` pages and stopped at key
 //!    `K` splits what remains, `(K, until]`, at guessed strings
 //!    `K < s1 < … < sm < until`: it continues itself as `(K, s1]` (keeping its
@@ -81,9 +81,9 @@ impl Default for ListOptions {
     }
 }
 
-/// How a range is listed.
+/// How a range is listed: with or without the `/` delimiter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
+pub enum ListStyle {
     /// With delimiter `/`; `level` counts from 1 at the walk's prefix.
     Delimited { level: u32 },
     /// Without delimiter, bounded by `(after, until]`.
@@ -94,7 +94,7 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Range {
     pub prefix: String,
-    pub mode: Mode,
+    pub style: ListStyle,
     /// Exclusive lower bound; advanced to the last item handed on, so it is
     /// also where this range would resume.
     pub after: Option<String>,
@@ -109,10 +109,10 @@ pub struct Range {
 }
 
 impl Range {
-    fn new(prefix: String, mode: Mode, after: Option<String>, until: Option<String>) -> Self {
+    fn new(prefix: String, style: ListStyle, after: Option<String>, until: Option<String>) -> Self {
         Range {
             prefix,
-            mode,
+            style,
             after,
             until,
             token: None,
@@ -124,19 +124,19 @@ impl Range {
 
 /// The range the walk starts with.
 pub fn root(opts: &ListOptions) -> Range {
-    let mode = if opts.start_after.is_some() || opts.depth == 0 {
-        Mode::Flat
+    let style = if opts.start_after.is_some() || opts.depth == 0 {
+        ListStyle::Flat
     } else {
-        Mode::Delimited { level: 1 }
+        ListStyle::Delimited { level: 1 }
     };
-    Range::new(opts.prefix.clone(), mode, opts.start_after.clone(), None)
+    Range::new(opts.prefix.clone(), style, opts.start_after.clone(), None)
 }
 
 /// The ListObjectsV2 request for a range's next page.
 pub fn request(r: &Range, opts: &ListOptions) -> ListRequest {
     ListRequest {
         prefix: r.prefix.clone(),
-        delimiter: matches!(r.mode, Mode::Delimited { .. }).then(|| "/".to_string()),
+        delimiter: matches!(r.style, ListStyle::Delimited { .. }).then(|| "/".to_string()),
         start_after: if r.token.is_none() {
             r.after.clone()
         } else {
@@ -162,9 +162,9 @@ pub struct Step {
 /// Pure planning of one page: which keys belong to the range, which ranges
 /// to add, how the range continues. `may_split` is false when too many ranges wait.
 pub fn plan_step(r: Range, page: ListPage, opts: &ListOptions, may_split: bool) -> Step {
-    match r.mode {
-        Mode::Flat => plan_flat(r, page, opts, may_split),
-        Mode::Delimited { level } => plan_delimited(r, level, page, opts, may_split),
+    match r.style {
+        ListStyle::Flat => plan_flat(r, page, opts, may_split),
+        ListStyle::Delimited { level } => plan_delimited(r, level, page, opts, may_split),
     }
 }
 
@@ -215,7 +215,7 @@ fn plan_flat(r: Range, page: ListPage, opts: &ListOptions, may_split: bool) -> S
                     let hi = points.get(i + 1).cloned().or_else(|| next.until.clone());
                     spawn.push(Range::new(
                         next.prefix.clone(),
-                        Mode::Flat,
+                        ListStyle::Flat,
                         Some(lo.clone()),
                         hi,
                     ));
@@ -240,15 +240,15 @@ fn plan_delimited(
     opts: &ListOptions,
     may_split: bool,
 ) -> Step {
-    let child_mode = if level < opts.depth {
-        Mode::Delimited { level: level + 1 }
+    let child_style = if level < opts.depth {
+        ListStyle::Delimited { level: level + 1 }
     } else {
-        Mode::Flat
+        ListStyle::Flat
     };
     let mut spawn: Vec<Range> = page
         .prefixes
         .iter()
-        .map(|p| Range::new(p.clone(), child_mode.clone(), None, None))
+        .map(|p| Range::new(p.clone(), child_style.clone(), None, None))
         .collect();
     let emit = page.objects;
     let Some(token) = page.next else {
@@ -266,7 +266,12 @@ fn plan_delimited(
         _ => false,
     };
     if may_split && ends_on_key && r.pages + 1 >= opts.split_after_pages {
-        spawn.push(Range::new(r.prefix.clone(), Mode::Flat, last_key, None));
+        spawn.push(Range::new(
+            r.prefix.clone(),
+            ListStyle::Flat,
+            last_key,
+            None,
+        ));
         return Step {
             emit,
             spawn,
@@ -480,7 +485,7 @@ async fn run_step(
     walk.stats
         .seen
         .fetch_add(page.objects.len() as u64, Ordering::Relaxed);
-    let (prefix, flat) = (range.prefix.clone(), range.mode == Mode::Flat);
+    let (prefix, flat) = (range.prefix.clone(), range.style == ListStyle::Flat);
     let mut step = plan_step(range, page, &walk.opts, may_split);
     if !step.spawn.is_empty() {
         let what = if flat {
@@ -782,7 +787,7 @@ mod tests {
             s2.spawn,
             vec![Range::new(
                 String::new(),
-                Mode::Flat,
+                ListStyle::Flat,
                 Some("k009".into()),
                 None
             )]

@@ -81,7 +81,7 @@ fn is_visibility_limit(code: &str, message: &str) -> bool {
 }
 
 /// What to do with an SQS service error, from its code and HTTP status.
-fn classify(code: &str, status: Option<u16>) -> ErrorKind {
+fn error_kind(code: &str, status: Option<u16>) -> ErrorKind {
     let short = code.rsplit('.').next().unwrap_or(code);
     match short {
         "ThrottlingException"
@@ -144,7 +144,7 @@ where
             } else {
                 code.clone()
             };
-            (classify(&code, status), class)
+            (error_kind(&code, status), class)
         }
     };
     let detail = err
@@ -668,27 +668,30 @@ mod tests {
     #[test]
     fn classifies_service_codes() {
         assert_eq!(
-            classify("ThrottlingException", Some(400)),
+            error_kind("ThrottlingException", Some(400)),
             ErrorKind::Retryable
         );
         assert_eq!(
-            classify("AWS.SimpleQueueService.RequestThrottled", Some(403)),
+            error_kind("AWS.SimpleQueueService.RequestThrottled", Some(403)),
             ErrorKind::Retryable
         );
-        assert_eq!(classify("QueueDoesNotExist", Some(400)), ErrorKind::Input);
+        assert_eq!(error_kind("QueueDoesNotExist", Some(400)), ErrorKind::Input);
         assert_eq!(
-            classify("AWS.SimpleQueueService.NonExistentQueue", Some(400)),
+            error_kind("AWS.SimpleQueueService.NonExistentQueue", Some(400)),
             ErrorKind::Input
         );
-        assert_eq!(classify("AccessDenied", Some(403)), ErrorKind::AccessDenied);
         assert_eq!(
-            classify("InvalidClientTokenId", Some(403)),
+            error_kind("AccessDenied", Some(403)),
             ErrorKind::AccessDenied
         );
-        assert_eq!(classify("Whatever", Some(503)), ErrorKind::Retryable);
-        assert_eq!(classify("", Some(429)), ErrorKind::Retryable);
         assert_eq!(
-            classify("InvalidParameterValue", Some(400)),
+            error_kind("InvalidClientTokenId", Some(403)),
+            ErrorKind::AccessDenied
+        );
+        assert_eq!(error_kind("Whatever", Some(503)), ErrorKind::Retryable);
+        assert_eq!(error_kind("", Some(429)), ErrorKind::Retryable);
+        assert_eq!(
+            error_kind("InvalidParameterValue", Some(400)),
             ErrorKind::Permanent
         );
     }

@@ -730,7 +730,7 @@ impl ObjectStore for S3Store {
 /// What to do with an S3 error, from its service code and HTTP status (pure, so
 /// it is table-tested). Codes win over statuses: `NoSuchKey` is NotFound even
 /// if a proxy changed the status.
-pub fn classify(code: Option<&str>, status: Option<u16>) -> ErrorKind {
+pub fn error_kind(code: Option<&str>, status: Option<u16>) -> ErrorKind {
     match code {
         Some(
             "SlowDown"
@@ -780,7 +780,7 @@ pub fn classify(code: Option<&str>, status: Option<u16>) -> ErrorKind {
 /// Class of an error whose HTTP status said success but whose body could not be read.
 pub const UNREADABLE_REPLY: &str = "UnreadableReply";
 
-/// Turn an SDK error into our error: kind from [`classify`] (transport failures
+/// Turn an SDK error into our error: kind from [`error_kind`] (transport failures
 /// are retryable), class = the service code or `HttpNNN`/`Timeout`/`Dispatch`/
 /// `Response`/`Construction`, subject = `s3://bucket/key`.
 pub fn map_sdk_error<E>(err: SdkError<E, HttpResponse>, subject: impl Into<String>) -> Error
@@ -815,7 +815,7 @@ where
                     Some(s) => format!("HTTP {s}"),
                     None => "service error".to_string(),
                 });
-            (classify(code, status), class, message)
+            (error_kind(code, status), class, message)
         }
         _ => (
             ErrorKind::Permanent,
@@ -1043,7 +1043,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classify_table() {
+    fn error_kind_table() {
         let cases: &[(Option<&str>, Option<u16>, ErrorKind)] = &[
             (Some("SlowDown"), Some(503), ErrorKind::Retryable),
             (None, Some(503), ErrorKind::Retryable),
@@ -1081,7 +1081,7 @@ mod tests {
             (None, None, ErrorKind::Permanent),
         ];
         for (code, status, want) in cases {
-            assert_eq!(classify(*code, *status), *want, "{code:?} {status:?}");
+            assert_eq!(error_kind(*code, *status), *want, "{code:?} {status:?}");
         }
     }
 

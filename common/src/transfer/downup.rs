@@ -370,7 +370,7 @@ mod tests {
     use crate::report::Outcome;
     use crate::store::dir::DirStore;
     use crate::store::{ListPage, ListRequest, ObjectStore};
-    use crate::transfer::{process_key, BufferPool, Endpoints, Mode, TransferOptions};
+    use crate::transfer::{process_key, BufferPool, Ends, Mode, TransferOptions};
 
     fn hashed(chunks: &[&'static [u8]], len: u64, expected: Option<[u8; 16]>) -> Hashed {
         let items: Vec<Result<Bytes>> = chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
@@ -508,7 +508,7 @@ mod tests {
             pool: pool.clone(),
             free_at_get: Mutex::new(Vec::new()),
         });
-        let ends = Endpoints {
+        let ends = Ends {
             source: source.clone(),
             target: Arc::new(DirStore::create(dst.path()).unwrap()),
             server_side: false,

@@ -122,7 +122,7 @@ impl Default for TransferOptions {
 /// The two ends of one message; `server_side` true when copy mode can use
 /// CopyObject (both S3, same credentials/endpoint).
 #[derive(Debug, Clone)]
-pub struct Endpoints {
+pub struct Ends {
     pub source: Arc<dyn ObjectStore>,
     pub target: Arc<dyn ObjectStore>,
     pub server_side: bool,
@@ -159,7 +159,7 @@ pub const BAD_DIGEST: &str = "BadDigest";
 
 /// Work one key. Ok = done (any non-failed outcome); Err = failed after
 /// retries, its ErrorKind/class say why (the caller parks it in the DLQ).
-pub async fn process_key(ends: &Endpoints, item: &KeyItem, opts: &TransferOptions) -> Result<Done> {
+pub async fn process_key(ends: &Ends, item: &KeyItem, opts: &TransferOptions) -> Result<Done> {
     let span = tracing::info_span!(
         "object",
         mode = %opts.mode,
@@ -202,7 +202,7 @@ fn should_retry(e: &Error, item: &KeyItem) -> bool {
 /// One attempt; a source that vanished midway is `source-missing`, a failed
 /// ETag precondition is `SourceChanged`. A row naming a version reads that
 /// version everywhere (HEAD, part layout, GET, tags, copy source).
-async fn once(ends: &Endpoints, item: &KeyItem, opts: &TransferOptions) -> Result<Done> {
+async fn once(ends: &Ends, item: &KeyItem, opts: &TransferOptions) -> Result<Done> {
     let src = match item.version_id.as_deref() {
         Some(v) => ends.source.at_version(v)?,
         None => ends.source.clone(),
@@ -247,7 +247,7 @@ fn source_missing() -> Done {
 
 /// Everything one attempt needs.
 struct Job<'a> {
-    ends: &'a Endpoints,
+    ends: &'a Ends,
     /// The source store, viewed at the row's version when it names one.
     src: Arc<dyn ObjectStore>,
     item: &'a KeyItem,
@@ -1111,7 +1111,7 @@ mod tests {
     struct Dirs {
         src: tempfile::TempDir,
         dst: tempfile::TempDir,
-        ends: Endpoints,
+        ends: Ends,
     }
 
     fn dirs(files: &[(&str, &[u8])]) -> Dirs {
@@ -1121,7 +1121,7 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, v).unwrap();
         }
-        let ends = Endpoints {
+        let ends = Ends {
             source: Arc::new(DirStore::open_existing(src.path()).unwrap()),
             target: Arc::new(DirStore::create(dst.path()).unwrap()),
             // Copy mode asked for server-side, but directories cannot: it streams.
@@ -1130,7 +1130,7 @@ mod tests {
         Dirs { src, dst, ends }
     }
 
-    async fn ok(ends: &Endpoints, item: &KeyItem, opts: &TransferOptions) -> Done {
+    async fn ok(ends: &Ends, item: &KeyItem, opts: &TransferOptions) -> Done {
         process_key(ends, item, opts).await.unwrap()
     }
 
@@ -1229,13 +1229,13 @@ mod tests {
         assert!(!contents_equal(&job, None).await.unwrap(), "shorter target");
     }
 
-    fn flaky(d: &Dirs, failures: Vec<(ErrorKind, &'static str)>) -> (Endpoints, Arc<Flaky>) {
+    fn flaky(d: &Dirs, failures: Vec<(ErrorKind, &'static str)>) -> (Ends, Arc<Flaky>) {
         let src = Arc::new(Flaky {
             inner: DirStore::open_existing(d.src.path()).unwrap(),
             failures: Mutex::new(failures),
             gets: AtomicU32::new(0),
         });
-        let ends = Endpoints {
+        let ends = Ends {
             source: src.clone(),
             target: d.ends.target.clone(),
             server_side: false,
