@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::config::Config;
+use common::message::dlq::DlqAttributes;
 use common::message::{self, Batch, KeyItem};
 use common::queue::set::{open_service, QueueSet};
 use common::queue::{Received, WorkQueue, MAX_BATCH_ENTRIES};
@@ -30,8 +31,8 @@ pub mod redrive;
 pub mod report;
 pub mod status;
 
-/// Error class of a DLQ body that is neither message format (as the executor names it).
-pub const BAD_MESSAGE: &str = "BadMessage";
+/// Error class of a DLQ body that is neither message format (the DLQ contract's).
+pub use common::message::dlq::BAD_MESSAGE;
 
 /// Error class of a DLQ key that carries no recorded failure: the queue's
 /// redrive policy moved its message after `sqs.max_receive_count` receives
@@ -104,29 +105,23 @@ pub enum Parked {
 /// key without one takes the message's `error_class` attribute, else
 /// [`NO_FAILURE`].
 pub fn classify(msg: &Received) -> Parked {
+    let attrs = DlqAttributes::from_map(&msg.attributes);
     match message::decode(&msg.body) {
         Ok(batch) => {
-            let fallback = msg
-                .attributes
-                .get("error_class")
-                .filter(|c| !c.is_empty() && c.as_str() != BAD_MESSAGE)
-                .map(String::as_str)
+            let fallback = attrs
+                .error_class
+                .as_deref()
+                .filter(|c| !c.is_empty() && *c != BAD_MESSAGE)
                 .unwrap_or(NO_FAILURE);
             let classes = batch.keys.iter().map(|k| key_class(k, fallback)).collect();
             Parked::Batch { batch, classes }
         }
         Err(e) => Parked::Bad {
-            class: msg
-                .attributes
-                .get("error_class")
+            class: attrs
+                .error_class
                 .filter(|c| !c.is_empty())
-                .cloned()
                 .unwrap_or_else(|| BAD_MESSAGE.to_string()),
-            reason: msg
-                .attributes
-                .get("reason")
-                .cloned()
-                .unwrap_or_else(|| e.message.clone()),
+            reason: attrs.reason.unwrap_or_else(|| e.message.clone()),
         },
     }
 }

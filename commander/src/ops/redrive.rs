@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use clap::Args;
 use common::config::{Config, QueueBackend};
-use common::message::{encode, Batch};
+use common::message::{dlq, encode, Batch};
 use common::queue::set::{send_all, QueueSet};
 use common::queue::{Outgoing, Received, WorkQueue, MAX_MESSAGE_BYTES};
 use serde::Serialize;
@@ -190,7 +190,7 @@ pub fn decide(msg: &Received, error_class: Option<&str>, include_bad: bool) -> D
                     ..batch
                 }));
                 out.attributes = msg.attributes.clone();
-                out.attributes.insert("error_class".into(), class);
+                out.attributes.insert(dlq::ERROR_CLASS.into(), class);
                 out
             });
             Decision::Move {
@@ -216,7 +216,7 @@ impl Destinations<'_> {
     fn pick(&self, msg: &Received) -> &Arc<dyn WorkQueue> {
         let named = msg
             .attributes
-            .get("source_queue")
+            .get(dlq::SOURCE_QUEUE)
             .and_then(|n| self.work.iter().find(|q| q.name() == n));
         named.unwrap_or_else(|| {
             &self.work[self.next.fetch_add(1, Ordering::Relaxed) % self.work.len()]
