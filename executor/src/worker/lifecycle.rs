@@ -446,21 +446,7 @@ mod tests {
         s.concurrency = 1;
         s.until_empty = false;
         s.grace = Duration::from_millis(300);
-        let shutdown = CancellationToken::new();
-        let run = tokio::spawn(serve(
-            vec![q.work.clone()],
-            q.dead.clone(),
-            w.clone(),
-            s,
-            None,
-            shutdown.clone(),
-        ));
-        wait_for_calls(&w, 1).await;
-        shutdown.cancel();
-        let stats = tokio::time::timeout(Duration::from_secs(60), run)
-            .await
-            .unwrap()
-            .unwrap();
+        let stats = serve_until_signal(&q, w.clone(), s, 1).await;
         assert_eq!(w.calls(), ["block-1"]);
         assert_eq!(
             (stats.messages_done, stats.messages_returned, stats.keys),
@@ -480,21 +466,7 @@ mod tests {
         let w = Arc::new(Scripted::default());
         let mut s = test_settings();
         s.until_empty = false;
-        let shutdown = CancellationToken::new();
-        let run = tokio::spawn(serve(
-            vec![q.work.clone()],
-            q.dead.clone(),
-            w.clone(),
-            s,
-            None,
-            shutdown.clone(),
-        ));
-        wait_for_calls(&w, 2).await;
-        shutdown.cancel();
-        let stats = tokio::time::timeout(Duration::from_secs(60), run)
-            .await
-            .unwrap()
-            .unwrap();
+        let stats = serve_until_signal(&q, w.clone(), s, 2).await;
         assert_eq!(
             (stats.keys, stats.messages_done, stats.messages_returned),
             (2, 1, 0)

@@ -214,3 +214,28 @@ pub(super) async fn wait_for_calls(w: &Scripted, n: usize) {
     }
     panic!("only {:?} started", w.calls());
 }
+
+/// `serve` on `q.work` (no reporter), stopped by its shutdown token once `w`
+/// has started `started` keys; its stats, at most a minute after the stop.
+pub(super) async fn serve_until_signal(
+    q: &Queues,
+    w: Arc<Scripted>,
+    s: Settings,
+    started: usize,
+) -> RunStats {
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(serve(
+        vec![q.work.clone()],
+        q.dead.clone(),
+        w.clone(),
+        s,
+        None,
+        shutdown.clone(),
+    ));
+    wait_for_calls(&w, started).await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap()
+        .unwrap()
+}
