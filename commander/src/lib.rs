@@ -20,6 +20,7 @@ use common::listing::parallel::{list_parallel, Walk};
 use common::listing::{ListStats, SourceEnd};
 use common::queue::set::{open_service, QueueSet};
 use common::queue::Ensured;
+use common::report::{JobRecord, ReportLocation};
 use tokio_util::sync::CancellationToken;
 
 pub mod cli;
@@ -123,16 +124,7 @@ async fn run_job(
     let job_id = job_id(args.job_id.as_deref())?;
     let plan = source::plan(cfg, &args).await?;
     let queue_names = cfg.queue_names();
-    let (sink, records) = if args.dry_run {
-        (Sink::DryRun(queue_names.clone()), None)
-    } else {
-        let svc = open_service(cfg).await?;
-        let set = QueueSet::open(svc.as_ref(), cfg).await?;
-        (
-            Sink::Queues(set.work),
-            common::report::open_report_location(cfg).await?,
-        )
-    };
+    let (sink, records) = open_sink(cfg, args.dry_run, &queue_names).await?;
     if args.json {
         eprintln!("job {job_id}");
     } else {
@@ -157,81 +149,19 @@ async fn run_job(
         None => None,
     };
 
-    let stats = Arc::new(ListStats::default());
-    let counters = Arc::new(Counters::for_queues(queue_names.len()));
-    let settings = Settings {
-        job_id: job_id.clone(),
-        target: plan.target.clone(),
-        batch_num: cfg.migration.batch_num,
-        max_message_bytes: cfg.sqs.max_message_bytes,
-        senders: args.send_concurrency.max(1),
+    let job = JobRun {
+        counters: Arc::new(Counters::for_queues(queue_names.len())),
+        stats: Arc::new(ListStats::default()),
+        id: job_id,
+        plan,
+        queue_names,
     };
-    let progress_stop = CancellationToken::new();
-    let progress = summary::spawn_progress(stats.clone(), counters.clone(), progress_stop.clone());
-    let cancel = shutdown.child_token();
-    let (kind, selector, st) = (plan.kind.clone(), plan.selector.clone(), stats.clone());
-    let outcome = pipeline::run(
-        settings,
-        sink,
-        counters.clone(),
-        cancel,
-        move |tx, cancel| source_future(kind, selector, st, tx, cancel),
-    )
-    .await;
-    progress_stop.cancel();
-    let _ = progress.await;
-
+    let outcome = job.send(cfg, &args, sink, &shutdown).await;
     if let (Some(loc), Some(mut rec)) = (&records, record) {
-        // What this run enqueued is added to the record: a resumed run given
-        // the same --job-id accumulates (keys sent twice count twice).
-        rec.finished_at = Some(chrono::Utc::now());
-        rec.objects += counters.keys_sent.load(Ordering::Relaxed);
-        rec.bytes += counters.bytes_sent.load(Ordering::Relaxed);
-        rec.messages += counters.messages_sent.load(Ordering::Relaxed);
-        for (q, n) in queue_names.iter().zip(&counters.per_queue) {
-            *rec.per_queue.entry(q.clone()).or_insert(0) += n.load(Ordering::Relaxed);
-        }
-        for (f, n) in plan.selector.counts.snapshot().nonzero() {
-            *rec.skipped.entry(f.to_string()).or_insert(0) += n;
-        }
+        job.add_to_record(&mut rec);
         write_record(loc, &rec).await;
     }
-
-    let elapsed = started.elapsed().as_secs_f64();
-    let objects = counters.keys_sent.load(Ordering::Relaxed);
-    let resume = outcome.resume.clone().map(|r| r.unwrap_or_default());
-    let error = match (&outcome.error, outcome.interrupted) {
-        (Some(e), _) => Some(e.to_string()),
-        (None, true) => Some("interrupted".to_string()),
-        (None, false) => None,
-    };
-    let summary = Summary {
-        job_id: job_id.clone(),
-        source: plan.describe.clone(),
-        source_kind: plan.kind.name(),
-        target: plan.target.clone(),
-        dry_run: args.dry_run,
-        complete: outcome.resume.is_none() && error.is_none(),
-        listed: stats.seen(),
-        objects,
-        bytes: counters.bytes_sent.load(Ordering::Relaxed),
-        messages: counters.messages_sent.load(Ordering::Relaxed),
-        send_calls: counters.send_calls.load(Ordering::Relaxed),
-        queues: queue_names
-            .iter()
-            .zip(&counters.per_queue)
-            .map(|(q, n)| QueueCount {
-                queue: q.clone(),
-                messages: n.load(Ordering::Relaxed),
-            })
-            .collect(),
-        skipped: plan.selector.counts.snapshot(),
-        elapsed_seconds: elapsed,
-        keys_per_second: objects as f64 / elapsed.max(0.001),
-        error: error.clone(),
-        resume_start_after: resume.clone(),
-        resume_from: outcome.resume_row.map(|r| r.to_string()),
-    };
+    let summary = job.summary(args.dry_run, started.elapsed().as_secs_f64(), &outcome);
     if args.json {
         println!(
             "{}",
@@ -240,16 +170,155 @@ async fn run_job(
     } else {
         print!("{}", summary.render_text());
     }
-    let Some(error) = error else {
-        return Ok(ExitCode::SUCCESS);
-    };
-    let same_job = if args.job_id.is_some() {
+    match stop_message(&summary, args.job_id.is_some()) {
+        None => Ok(ExitCode::SUCCESS),
+        Some(message) => {
+            eprintln!("{message}");
+            Ok(ExitCode::from(EXIT_FAILED))
+        }
+    }
+}
+
+/// Where a run sends: the work queues and the report location, or, in a dry
+/// run, only the queue names (and no report location).
+async fn open_sink(
+    cfg: &Config,
+    dry_run: bool,
+    queue_names: &[String],
+) -> anyhow::Result<(Sink, Option<ReportLocation>)> {
+    if dry_run {
+        return Ok((Sink::DryRun(queue_names.to_vec()), None));
+    }
+    let svc = open_service(cfg).await?;
+    let set = QueueSet::open(svc.as_ref(), cfg).await?;
+    Ok((
+        Sink::Queues(set.work),
+        common::report::open_report_location(cfg).await?,
+    ))
+}
+
+/// One `commander run` of a job: what it sends, and what it counted.
+struct JobRun {
+    id: String,
+    plan: source::Plan,
+    queue_names: Vec<String>,
+    /// What the source read (listed keys).
+    stats: Arc<ListStats>,
+    /// What was sent, in total and per queue.
+    counters: Arc<Counters>,
+}
+
+impl JobRun {
+    /// Run the plan's source through batching and sending (with the progress
+    /// line) until it is exhausted, fails, or `shutdown` stops it.
+    async fn send(
+        &self,
+        cfg: &Config,
+        args: &RunArgs,
+        sink: Sink,
+        shutdown: &CancellationToken,
+    ) -> pipeline::Outcome {
+        let settings = Settings {
+            job_id: self.id.clone(),
+            target: self.plan.target.clone(),
+            batch_num: cfg.migration.batch_num,
+            max_message_bytes: cfg.sqs.max_message_bytes,
+            senders: args.send_concurrency.max(1),
+        };
+        let progress_stop = CancellationToken::new();
+        let progress = summary::spawn_progress(
+            self.stats.clone(),
+            self.counters.clone(),
+            progress_stop.clone(),
+        );
+        let cancel = shutdown.child_token();
+        let (kind, selector, st) = (
+            self.plan.kind.clone(),
+            self.plan.selector.clone(),
+            self.stats.clone(),
+        );
+        let outcome = pipeline::run(
+            settings,
+            sink,
+            self.counters.clone(),
+            cancel,
+            move |tx, cancel| source_future(kind, selector, st, tx, cancel),
+        )
+        .await;
+        progress_stop.cancel();
+        let _ = progress.await;
+        outcome
+    }
+
+    /// Add what this run enqueued to the job's record: a resumed run given the
+    /// same --job-id accumulates (keys sent twice count twice).
+    fn add_to_record(&self, rec: &mut JobRecord) {
+        let c = &self.counters;
+        rec.finished_at = Some(chrono::Utc::now());
+        rec.objects += c.keys_sent.load(Ordering::Relaxed);
+        rec.bytes += c.bytes_sent.load(Ordering::Relaxed);
+        rec.messages += c.messages_sent.load(Ordering::Relaxed);
+        for (q, n) in self.queue_names.iter().zip(&c.per_queue) {
+            *rec.per_queue.entry(q.clone()).or_insert(0) += n.load(Ordering::Relaxed);
+        }
+        for (f, n) in self.plan.selector.counts.snapshot().nonzero() {
+            *rec.skipped.entry(f.to_string()).or_insert(0) += n;
+        }
+    }
+
+    /// The run's summary, `elapsed` seconds after it started, given how the pipeline ended.
+    fn summary(&self, dry_run: bool, elapsed: f64, outcome: &pipeline::Outcome) -> Summary {
+        let c = &self.counters;
+        let objects = c.keys_sent.load(Ordering::Relaxed);
+        let error = match (&outcome.error, outcome.interrupted) {
+            (Some(e), _) => Some(e.to_string()),
+            (None, true) => Some("interrupted".to_string()),
+            (None, false) => None,
+        };
+        Summary {
+            job_id: self.id.clone(),
+            source: self.plan.describe.clone(),
+            source_kind: self.plan.kind.name(),
+            target: self.plan.target.clone(),
+            dry_run,
+            complete: outcome.resume.is_none() && error.is_none(),
+            listed: self.stats.seen(),
+            objects,
+            bytes: c.bytes_sent.load(Ordering::Relaxed),
+            messages: c.messages_sent.load(Ordering::Relaxed),
+            send_calls: c.send_calls.load(Ordering::Relaxed),
+            queues: self
+                .queue_names
+                .iter()
+                .zip(&c.per_queue)
+                .map(|(q, n)| QueueCount {
+                    queue: q.clone(),
+                    messages: n.load(Ordering::Relaxed),
+                })
+                .collect(),
+            skipped: self.plan.selector.counts.snapshot(),
+            elapsed_seconds: elapsed,
+            keys_per_second: objects as f64 / elapsed.max(0.001),
+            error,
+            resume_start_after: outcome.resume.clone().map(|r| r.unwrap_or_default()),
+            resume_from: outcome.resume_row.map(|r| r.to_string()),
+        }
+    }
+}
+
+/// What a run that stopped early says on stderr (`None`: it did not): the
+/// error, what was sent before it, and how to resume (`--job-id` named unless
+/// `job_id_given`).
+fn stop_message(summary: &Summary, job_id_given: bool) -> Option<String> {
+    let error = summary.error.as_ref()?;
+    let nothing_sent = summary.objects == 0 || summary.dry_run;
+    let same_job = if job_id_given {
         String::new()
     } else {
-        format!("--job-id {job_id} ")
+        format!("--job-id {} ", summary.job_id)
     };
-    let hint = match (&resume, outcome.resume_row) {
-        _ if objects == 0 || args.dry_run => "nothing was sent: fix the problem and run the same command again".to_string(),
+    let hint = match (&summary.resume_start_after, &summary.resume_from) {
+        _ if nothing_sent => "nothing was sent: fix the problem and run the same command again".to_string(),
         // Manifests resume at a row, whatever the order of their rows and files.
         (Some(_), Some(row)) => format!(
             "to resume, re-run the same command with {same_job}--resume-from {row} (rows from there on that were already sent are sent again; executors skip identical objects)"
@@ -260,16 +329,15 @@ async fn run_job(
         ),
         _ => format!("to resume, re-run the same command {same_job}(keys already sent are sent again; executors skip identical objects)"),
     };
-    if objects == 0 || args.dry_run {
-        eprintln!("error: {error}\n{hint}");
+    Some(if nothing_sent {
+        format!("error: {error}\n{hint}")
     } else {
-        eprintln!(
+        format!(
             "error: {error}\n{} keys were sent in {} messages before the run stopped; {hint}",
-            summary::thousands(objects),
+            summary::thousands(summary.objects),
             summary::thousands(summary.messages)
-        );
-    }
-    Ok(ExitCode::from(EXIT_FAILED))
+        )
+    })
 }
 
 /// Read a manifest whole (checksums, every row, filters) without sending, so
@@ -385,5 +453,54 @@ mod tests {
         assert_eq!(job_id(Some("nightly-1")).unwrap(), "nightly-1");
         let e = job_id(Some("has space")).unwrap_err();
         assert!(e.to_string().contains("--job-id"), "{e}");
+    }
+
+    #[test]
+    fn a_stopped_run_says_why_and_how_to_resume() {
+        let mut s = Summary {
+            job_id: "j-1".into(),
+            source: "s3://src".into(),
+            source_kind: "list",
+            target: "s3://dst".into(),
+            dry_run: false,
+            complete: true,
+            listed: 0,
+            objects: 0,
+            bytes: 0,
+            messages: 0,
+            send_calls: 0,
+            queues: vec![],
+            skipped: Default::default(),
+            elapsed_seconds: 1.0,
+            keys_per_second: 0.0,
+            error: None,
+            resume_start_after: None,
+            resume_from: None,
+        };
+        assert_eq!(stop_message(&s, false), None, "a complete run says nothing");
+        s.error = Some("boom".into());
+        s.resume_start_after = Some("a b".into());
+        assert_eq!(
+            stop_message(&s, false).unwrap(),
+            "error: boom\nnothing was sent: fix the problem and run the same command again"
+        );
+        (s.objects, s.messages) = (1500, 2);
+        let m = stop_message(&s, false).unwrap();
+        assert!(
+            m.starts_with("error: boom\n1,500 keys were sent in 2 messages before the run stopped; to resume, re-run the same command with --job-id j-1 --start-after 'a b' ("),
+            "{m}"
+        );
+        s.resume_from = Some("m.csv:7".into());
+        let m = stop_message(&s, true).unwrap();
+        assert!(
+            m.contains("command with --resume-from m.csv:7 (rows"),
+            "{m}"
+        );
+        (s.resume_start_after, s.resume_from) = (Some(String::new()), None);
+        let m = stop_message(&s, true).unwrap();
+        assert!(
+            m.contains("re-run the same command (keys already sent"),
+            "{m}"
+        );
     }
 }

@@ -1587,16 +1587,41 @@ fn build(m: &Merged) -> Result<Config> {
         copy: aws_section(m, "aws.copy")?,
         copy_source: aws_section(m, "aws.copy_source")?,
     };
+    let migration = migration_config(m)?;
+    let sqs = sqs_config(m)?;
+    let queue = match m.need("queue.backend", m.choice("queue.backend")?)? {
+        "local" => QueueBackend::Local(PathBuf::from(m.need("queue.path", m.text("queue.path")?)?)),
+        _ => QueueBackend::Sqs,
+    };
+    let report = report_config(m)?;
+    Ok(Config {
+        aws,
+        migration,
+        sqs,
+        queue,
+        report_location: m.text("report.location")?,
+        report,
+        sources: key_sources(m),
+    })
+}
 
-    let n = |v: u64| v.to_string();
-    let sz = format_size;
-    let dur = |v: u64| format!("{v}s");
+/// A count as it is shown in a range error.
+fn show_count(v: u64) -> String {
+    v.to_string()
+}
 
+/// Seconds as they are shown in a range error.
+fn show_secs(v: u64) -> String {
+    format!("{v}s")
+}
+
+/// The `migration` section, every value checked.
+fn migration_config(m: &Merged) -> Result<MigrationConfig> {
     let batch_num = m.need(
         "migration.batch_num",
         m.uint("migration.batch_num", usize::MAX as u64)?,
     )?;
-    m.range("migration.batch_num", batch_num, 1, u64::MAX, n)?;
+    m.range("migration.batch_num", batch_num, 1, u64::MAX, show_count)?;
     let log_level = m.need("migration.log_level", m.text("migration.log_level")?)?;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
         return Err(m
@@ -1619,16 +1644,28 @@ fn build(m: &Merged) -> Result<Config> {
         multipart_threshold,
         1,
         5 * GIB,
-        sz,
+        format_size,
     )?;
     let part_size = m.need("migration.part_size", m.size("migration.part_size")?)?;
-    m.range("migration.part_size", part_size, 5 * MIB, 5 * GIB, sz)?;
+    m.range(
+        "migration.part_size",
+        part_size,
+        5 * MIB,
+        5 * GIB,
+        format_size,
+    )?;
     let concurrency = m.need(
         "migration.concurrency",
         m.uint("migration.concurrency", usize::MAX as u64)?,
     )?;
-    m.range("migration.concurrency", concurrency, 1, u64::MAX, n)?;
-    let migration = MigrationConfig {
+    m.range(
+        "migration.concurrency",
+        concurrency,
+        1,
+        u64::MAX,
+        show_count,
+    )?;
+    Ok(MigrationConfig {
         batch_num: batch_num as usize,
         tmp_dir: m.text("migration.tmp_dir")?.map(PathBuf::from),
         log_level,
@@ -1639,10 +1676,85 @@ fn build(m: &Merged) -> Result<Config> {
         log_format,
         allowed_sources: policy(m, "migration.allowed_sources")?,
         allowed_targets: policy(m, "migration.allowed_targets")?,
-    };
+    })
+}
 
+/// The `sqs` section, every value checked.
+fn sqs_config(m: &Merged) -> Result<SqsConfig> {
+    let (queue_num, queue_name_pattern, dead_queue_name) = queue_naming(m)?;
+    let visibility_timeout = m.need("sqs.visibility_timeout", m.secs("sqs.visibility_timeout")?)?;
+    m.range(
+        "sqs.visibility_timeout",
+        visibility_timeout.as_secs(),
+        0,
+        12 * 3600,
+        show_secs,
+    )?;
+    let wait = m.need(
+        "sqs.receive_message_wait_time",
+        m.secs("sqs.receive_message_wait_time")?,
+    )?;
+    m.range(
+        "sqs.receive_message_wait_time",
+        wait.as_secs(),
+        0,
+        20,
+        show_secs,
+    )?;
+    let retention = m.need(
+        "sqs.message_retention_period",
+        m.secs("sqs.message_retention_period")?,
+    )?;
+    m.range(
+        "sqs.message_retention_period",
+        retention.as_secs(),
+        60,
+        1_209_600,
+        show_secs,
+    )?;
+    let max_receive_num = m.need(
+        "sqs.max_receive_num",
+        m.uint("sqs.max_receive_num", u64::MAX)?,
+    )?;
+    m.range("sqs.max_receive_num", max_receive_num, 1, 10, show_count)?;
+    let max_receive_count = m.need(
+        "sqs.max_receive_count",
+        m.uint("sqs.max_receive_count", 1000)?,
+    )?;
+    m.range(
+        "sqs.max_receive_count",
+        max_receive_count,
+        1,
+        1000,
+        show_count,
+    )?;
+    let max_message_bytes = m.need("sqs.max_message_bytes", m.size("sqs.max_message_bytes")?)?;
+    m.range(
+        "sqs.max_message_bytes",
+        max_message_bytes,
+        KIB,
+        MIB,
+        format_size,
+    )?;
+    Ok(SqsConfig {
+        queue_num: queue_num as usize,
+        queue_name_pattern,
+        dead_queue_name,
+        visibility_timeout,
+        receive_message_wait_time: wait,
+        message_retention_period: retention,
+        max_receive_num: max_receive_num as usize,
+        max_receive_count: max_receive_count as u32,
+        max_message_bytes: max_message_bytes as usize,
+        endpoint_url: m.url("sqs.endpoint_url")?,
+    })
+}
+
+/// `sqs.queue_num`, `sqs.queue_name_pattern` and `sqs.dead_queue_name`: every
+/// name they make is a valid queue name, and the DLQ's is not a work queue's.
+fn queue_naming(m: &Merged) -> Result<(u64, QueuePattern, String)> {
     let queue_num = m.need("sqs.queue_num", m.uint("sqs.queue_num", 1000)?)?;
-    m.range("sqs.queue_num", queue_num, 1, 1000, n)?;
+    m.range("sqs.queue_num", queue_num, 1, 1000, show_count)?;
     let pattern_text = m.need("sqs.queue_name_pattern", m.text("sqs.queue_name_pattern")?)?;
     let queue_name_pattern =
         QueuePattern::parse(&pattern_text).map_err(|e| m.err("sqs.queue_name_pattern", e))?;
@@ -1658,96 +1770,42 @@ fn build(m: &Merged) -> Result<Config> {
             format!("'{dead_queue_name}' is also a work queue name"),
         ));
     }
-    let visibility_timeout = m.need("sqs.visibility_timeout", m.secs("sqs.visibility_timeout")?)?;
-    m.range(
-        "sqs.visibility_timeout",
-        visibility_timeout.as_secs(),
-        0,
-        12 * 3600,
-        dur,
-    )?;
-    let wait = m.need(
-        "sqs.receive_message_wait_time",
-        m.secs("sqs.receive_message_wait_time")?,
-    )?;
-    m.range("sqs.receive_message_wait_time", wait.as_secs(), 0, 20, dur)?;
-    let retention = m.need(
-        "sqs.message_retention_period",
-        m.secs("sqs.message_retention_period")?,
-    )?;
-    m.range(
-        "sqs.message_retention_period",
-        retention.as_secs(),
-        60,
-        1_209_600,
-        dur,
-    )?;
-    let max_receive_num = m.need(
-        "sqs.max_receive_num",
-        m.uint("sqs.max_receive_num", u64::MAX)?,
-    )?;
-    m.range("sqs.max_receive_num", max_receive_num, 1, 10, n)?;
-    let max_receive_count = m.need(
-        "sqs.max_receive_count",
-        m.uint("sqs.max_receive_count", 1000)?,
-    )?;
-    m.range("sqs.max_receive_count", max_receive_count, 1, 1000, n)?;
-    let max_message_bytes = m.need("sqs.max_message_bytes", m.size("sqs.max_message_bytes")?)?;
-    m.range("sqs.max_message_bytes", max_message_bytes, KIB, MIB, sz)?;
-    let sqs = SqsConfig {
-        queue_num: queue_num as usize,
-        queue_name_pattern,
-        dead_queue_name,
-        visibility_timeout,
-        receive_message_wait_time: wait,
-        message_retention_period: retention,
-        max_receive_num: max_receive_num as usize,
-        max_receive_count: max_receive_count as u32,
-        max_message_bytes: max_message_bytes as usize,
-        endpoint_url: m.url("sqs.endpoint_url")?,
-    };
+    Ok((queue_num, queue_name_pattern, dead_queue_name))
+}
 
-    let queue = match m.need("queue.backend", m.choice("queue.backend")?)? {
-        "local" => QueueBackend::Local(PathBuf::from(m.need("queue.path", m.text("queue.path")?)?)),
-        _ => QueueBackend::Sqs,
-    };
-
+/// The `report` section's flush settings, checked.
+fn report_config(m: &Merged) -> Result<ReportConfig> {
     let flush_rows = m.need(
         "report.flush_rows",
         m.uint("report.flush_rows", usize::MAX as u64)?,
     )?;
-    m.range("report.flush_rows", flush_rows, 1, u64::MAX, n)?;
+    m.range("report.flush_rows", flush_rows, 1, u64::MAX, show_count)?;
     let flush_seconds = m.need("report.flush_seconds", m.secs("report.flush_seconds")?)?;
     m.range(
         "report.flush_seconds",
         flush_seconds.as_secs(),
         1,
         u64::MAX,
-        dur,
+        show_secs,
     )?;
-
-    Ok(Config {
-        aws,
-        migration,
-        sqs,
-        queue,
-        report_location: m.text("report.location")?,
-        report: ReportConfig {
-            flush_rows: flush_rows as usize,
-            flush_seconds,
-        },
-        sources: KEYS
-            .iter()
-            .map(|k| {
-                let source = m
-                    .map
-                    .get(k.path)
-                    .map(|r| r.source.clone())
-                    .unwrap_or(Source::Default);
-                (k.path.to_string(), source)
-            })
-            .collect(),
+    Ok(ReportConfig {
+        flush_rows: flush_rows as usize,
+        flush_seconds,
     })
+}
+
+/// Where each key's value came from (a key set nowhere: its default).
+fn key_sources(m: &Merged) -> BTreeMap<String, Source> {
+    KEYS.iter()
+        .map(|k| {
+            let source = m
+                .map
+                .get(k.path)
+                .map(|r| r.source.clone())
+                .unwrap_or(Source::Default);
+            (k.path.to_string(), source)
+        })
+        .collect()
 }
 
 /// An endpoint list key; errors name the key and where its value came from.

@@ -175,7 +175,65 @@ fn unquote(s: &str) -> Result<String> {
 }
 
 fn invalid(message: String) -> Error {
-    Error::new(ErrorKind::Invalid, "BadMessage", "message", message)
+    Error::new(ErrorKind::Invalid, dlq::BAD_MESSAGE, "message", message)
+}
+
+/// The dead-letter queue's contract: the attributes an executor puts on what it
+/// parks, which the commander's `dlq` and `redrive` read back.
+///
+/// * A message of failed keys carries [`ERROR_CLASS`] (the first failed key's
+///   class; each key also keeps its own in [`Failure`]) and [`SOURCE_QUEUE`].
+/// * A body that is neither format, or that names endpoints the executor refuses,
+///   is parked unchanged with [`ERROR_CLASS`] = [`BAD_MESSAGE`], [`REASON`] and
+///   [`SOURCE_QUEUE`].
+pub mod dlq {
+    use std::collections::BTreeMap;
+
+    /// Attribute: the error class of the parked keys (or [`BAD_MESSAGE`]).
+    pub const ERROR_CLASS: &str = "error_class";
+    /// Attribute: the name of the work queue the parked message was received from.
+    pub const SOURCE_QUEUE: &str = "source_queue";
+    /// Attribute: why a body was refused (bad messages only).
+    pub const REASON: &str = "reason";
+    /// Error class of a body that decodes as neither message format, or that
+    /// names an endpoint the executor does not admit.
+    pub const BAD_MESSAGE: &str = "BadMessage";
+
+    /// The contract's attributes of one DLQ message; `None` = not set.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct DlqAttributes {
+        /// [`ERROR_CLASS`].
+        pub error_class: Option<String>,
+        /// [`SOURCE_QUEUE`].
+        pub source_queue: Option<String>,
+        /// [`REASON`].
+        pub reason: Option<String>,
+    }
+
+    impl DlqAttributes {
+        /// The set attributes by name, values as they are (callers make them
+        /// safe for the queue first, e.g. with `queue::attribute_value`).
+        pub fn to_map(&self) -> BTreeMap<String, String> {
+            [
+                (ERROR_CLASS, &self.error_class),
+                (SOURCE_QUEUE, &self.source_queue),
+                (REASON, &self.reason),
+            ]
+            .into_iter()
+            .filter_map(|(name, v)| v.clone().map(|v| (name.to_string(), v)))
+            .collect()
+        }
+
+        /// The contract's attributes found in `attributes` (others are ignored),
+        /// values as they are, empty ones included.
+        pub fn from_map(attributes: &BTreeMap<String, String>) -> Self {
+            DlqAttributes {
+                error_class: attributes.get(ERROR_CLASS).cloned(),
+                source_queue: attributes.get(SOURCE_QUEUE).cloned(),
+                reason: attributes.get(REASON).cloned(),
+            }
+        }
+    }
 }
 
 /// Builds batches that close at `max_keys` keys or before the encoded message
@@ -426,5 +484,26 @@ mod tests {
                 proptest::prop_assert!(encode(batch).len() <= max_bytes || batch.keys.len() == 1);
             }
         }
+    }
+
+    #[test]
+    fn dlq_attributes_round_trip_and_leave_others_alone() {
+        let a = dlq::DlqAttributes {
+            error_class: Some(dlq::BAD_MESSAGE.into()),
+            source_queue: Some("q-01".into()),
+            reason: None,
+        };
+        let mut map = a.to_map();
+        assert_eq!(
+            map.keys().map(String::as_str).collect::<Vec<_>>(),
+            [dlq::ERROR_CLASS, dlq::SOURCE_QUEUE]
+        );
+        map.insert("other".into(), "x".into());
+        assert_eq!(dlq::DlqAttributes::from_map(&map), a);
+        assert_eq!(
+            dlq::DlqAttributes::from_map(&Default::default()),
+            dlq::DlqAttributes::default()
+        );
+        assert_eq!(decode("nope").unwrap_err().class, dlq::BAD_MESSAGE);
     }
 }

@@ -24,7 +24,7 @@ use common::transfer::{self, BufferPool, Ends, Mode, TransferOptions};
 use tokio_util::sync::CancellationToken;
 
 pub use cli::Cli;
-pub use worker::{KeyDone, KeyWorker, RunStats, Settings, StopReason};
+pub use worker::{KeyWorker, RunStats, Settings, StopReason};
 
 /// Interval of the `--until-empty` emptiness checks (two in a row end the run).
 pub const EMPTY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -300,14 +300,9 @@ impl TransferWorker {
 
 #[async_trait]
 impl KeyWorker for TransferWorker {
-    async fn work(&self, batch: &Batch, item: &KeyItem) -> common::Result<KeyDone> {
+    async fn work(&self, batch: &Batch, item: &KeyItem) -> common::Result<transfer::Done> {
         let ends = self.ends(batch).await?;
-        let done = transfer::process_key(&ends, item, &self.opts).await?;
-        Ok(KeyDone {
-            outcome: done.outcome,
-            bytes: done.bytes,
-            note: done.note,
-        })
+        transfer::process_key(&ends, item, &self.opts).await
     }
 
     fn admit(&self, batch: &Batch) -> common::Result<()> {

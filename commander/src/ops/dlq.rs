@@ -14,7 +14,7 @@ use common::queue::WorkQueue;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{classify, parse_duration_flag, Parked, Scanner};
+use super::{parse_duration_flag, read_parked, Parked, Scanner};
 use crate::summary::thousands;
 
 /// Flags of `commander dlq`.
@@ -91,7 +91,7 @@ pub async fn list(
                 out.messages += 1;
                 add(
                     &mut out.classes,
-                    classify(m),
+                    read_parked(m),
                     &m.body,
                     args.examples,
                     &mut out.keys,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::config::Config;
+use common::message::dlq::DlqAttributes;
 use common::message::{self, Batch, KeyItem};
 use common::queue::set::{open_service, QueueSet};
 use common::queue::{Received, WorkQueue, MAX_BATCH_ENTRIES};
@@ -30,8 +31,8 @@ pub mod redrive;
 pub mod report;
 pub mod status;
 
-/// Error class of a DLQ body that is neither message format (as the executor names it).
-pub const BAD_MESSAGE: &str = "BadMessage";
+/// Error class of a DLQ body that is neither message format (the DLQ contract's).
+pub use common::message::dlq::BAD_MESSAGE;
 
 /// Error class of a DLQ key that carries no recorded failure: the queue's
 /// redrive policy moved its message after `sqs.max_receive_count` receives
@@ -100,33 +101,27 @@ pub enum Parked {
     Bad { class: String, reason: String },
 }
 
-/// Classify a DLQ message. A key's class is its recorded failure's class; a
+/// What a DLQ message holds, by class. A key's class is its recorded failure's class; a
 /// key without one takes the message's `error_class` attribute, else
 /// [`NO_FAILURE`].
-pub fn classify(msg: &Received) -> Parked {
+pub fn read_parked(msg: &Received) -> Parked {
+    let attrs = DlqAttributes::from_map(&msg.attributes);
     match message::decode(&msg.body) {
         Ok(batch) => {
-            let fallback = msg
-                .attributes
-                .get("error_class")
-                .filter(|c| !c.is_empty() && c.as_str() != BAD_MESSAGE)
-                .map(String::as_str)
+            let fallback = attrs
+                .error_class
+                .as_deref()
+                .filter(|c| !c.is_empty() && *c != BAD_MESSAGE)
                 .unwrap_or(NO_FAILURE);
             let classes = batch.keys.iter().map(|k| key_class(k, fallback)).collect();
             Parked::Batch { batch, classes }
         }
         Err(e) => Parked::Bad {
-            class: msg
-                .attributes
-                .get("error_class")
+            class: attrs
+                .error_class
                 .filter(|c| !c.is_empty())
-                .cloned()
                 .unwrap_or_else(|| BAD_MESSAGE.to_string()),
-            reason: msg
-                .attributes
-                .get("reason")
-                .cloned()
-                .unwrap_or_else(|| e.message.clone()),
+            reason: attrs.reason.unwrap_or_else(|| e.message.clone()),
         },
     }
 }
@@ -305,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn classify_uses_the_key_failure_then_the_attribute_then_max_receive_count() {
+    fn read_parked_uses_the_key_failure_then_the_attribute_then_max_receive_count() {
         let batch = Batch {
             v: 1,
             job_id: "j".into(),
@@ -314,18 +309,18 @@ mod tests {
             keys: vec![item("k1", Some("AccessDenied")), item("k2", None)],
         };
         let body = message::encode(&batch);
-        let Parked::Batch { classes, .. } = classify(&received(&body, &[])) else {
+        let Parked::Batch { classes, .. } = read_parked(&received(&body, &[])) else {
             panic!("a batch")
         };
         assert_eq!(classes, ["AccessDenied", NO_FAILURE]);
         let Parked::Batch { classes, .. } =
-            classify(&received(&body, &[("error_class", "SlowDown")]))
+            read_parked(&received(&body, &[("error_class", "SlowDown")]))
         else {
             panic!("a batch")
         };
         assert_eq!(classes, ["AccessDenied", "SlowDown"]);
 
-        let bad = classify(&received("not json", &[("reason", "why")]));
+        let bad = read_parked(&received("not json", &[("reason", "why")]));
         assert_eq!(
             bad,
             Parked::Bad {
@@ -333,7 +328,7 @@ mod tests {
                 reason: "why".into()
             }
         );
-        let Parked::Bad { reason, .. } = classify(&received("{}", &[])) else {
+        let Parked::Bad { reason, .. } = read_parked(&received("{}", &[])) else {
             panic!("bad")
         };
         assert!(reason.contains("neither"), "{reason}");

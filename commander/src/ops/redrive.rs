@@ -20,13 +20,13 @@ use std::time::Duration;
 
 use clap::Args;
 use common::config::{Config, QueueBackend};
-use common::message::{encode, Batch};
+use common::message::{dlq, encode, Batch};
 use common::queue::set::{send_all, QueueSet};
 use common::queue::{MoveTask, Outgoing, Received, WorkQueue, MAX_MESSAGE_BYTES};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{classify, parse_duration_flag, Parked, Scanner};
+use super::{parse_duration_flag, read_parked, Parked, Scanner};
 use crate::summary::thousands;
 
 /// Flags of `commander redrive`.
@@ -131,7 +131,7 @@ pub enum Decision {
 /// move with their failure cleared; undecodable bodies move unchanged only with
 /// `include_bad` or when `error_class` is their class.
 pub fn decide(msg: &Received, error_class: Option<&str>, include_bad: bool) -> Decision {
-    match classify(msg) {
+    match read_parked(msg) {
         Parked::Bad { class, .. } => {
             if include_bad || error_class == Some(class.as_str()) {
                 Decision::Move {
@@ -178,7 +178,7 @@ pub fn decide(msg: &Received, error_class: Option<&str>, include_bad: bool) -> D
                     ..batch
                 }));
                 out.attributes = msg.attributes.clone();
-                out.attributes.insert("error_class".into(), class);
+                out.attributes.insert(dlq::ERROR_CLASS.into(), class);
                 out
             });
             Decision::Move {
@@ -204,7 +204,7 @@ impl Destinations<'_> {
     fn pick(&self, msg: &Received) -> &Arc<dyn WorkQueue> {
         let named = msg
             .attributes
-            .get("source_queue")
+            .get(dlq::SOURCE_QUEUE)
             .and_then(|n| self.work.iter().find(|q| q.name() == n));
         named.unwrap_or_else(|| {
             &self.work[self.next.fetch_add(1, Ordering::Relaxed) % self.work.len()]

@@ -926,6 +926,7 @@ impl WorkQueue for LocalQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::dlq::REASON;
     use crate::queue::Redrive;
 
     const NOW: Duration = Duration::ZERO;
@@ -1112,7 +1113,7 @@ mod tests {
         #[test]
         fn safe_attribute_values_pass_the_queue_checks(text in proptest::prelude::any::<String>()) {
             let mut m = Outgoing::body("poison");
-            m.attributes.insert("reason".into(), super::super::attribute_value(&text, 1024));
+            m.attributes.insert(REASON.into(), super::super::attribute_value(&text, 1024));
             proptest::prop_assert!(validate_message("dead", &m).is_ok());
         }
     }
@@ -1129,7 +1130,7 @@ mod tests {
             svc.open("dead").await.unwrap(),
         );
         let mut m = Outgoing::body("poison");
-        m.attributes.insert("reason".into(), "x".into());
+        m.attributes.insert(REASON.into(), "x".into());
         q.send_batch(&[m, Outgoing::body("fine")]).await.unwrap();
 
         for round in 1..=2 {
@@ -1150,10 +1151,7 @@ mod tests {
         let got = dead.receive(10, NOW, None).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].body, "poison");
-        assert_eq!(
-            got[0].attributes.get("reason").map(String::as_str),
-            Some("x")
-        );
+        assert_eq!(got[0].attributes.get(REASON).map(String::as_str), Some("x"));
         assert_eq!(got[0].receive_count, 1);
     }
 
