@@ -676,17 +676,7 @@ impl WorkQueue for LocalQueue {
     }
 
     async fn send_batch(&self, messages: &[Outgoing]) -> Result<Vec<Result<()>>> {
-        if messages.len() > MAX_BATCH_ENTRIES {
-            return Err(Error::new(
-                ErrorKind::Invalid,
-                "TooManyEntriesInBatchRequest",
-                &self.name,
-                format!(
-                    "{} messages in one batch; the limit is {MAX_BATCH_ENTRIES}",
-                    messages.len()
-                ),
-            ));
-        }
+        super::check_batch_len(&self.name, messages.len())?;
         if messages.is_empty() {
             return Ok(Vec::new());
         }

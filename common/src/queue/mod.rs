@@ -97,6 +97,20 @@ pub(crate) fn check_receive_max(queue: &str, max: usize) -> Result<()> {
     }
 }
 
+/// A SendMessageBatch holds at most [`MAX_BATCH_ENTRIES`] messages; both
+/// backends refuse more the same way, before sending anything.
+pub(crate) fn check_batch_len(queue: &str, len: usize) -> Result<()> {
+    if len <= MAX_BATCH_ENTRIES {
+        return Ok(());
+    }
+    Err(crate::error::Error::new(
+        crate::error::ErrorKind::Invalid,
+        "TooManyEntriesInBatchRequest",
+        queue,
+        format!("{len} messages in one batch; the limit is {MAX_BATCH_ENTRIES}"),
+    ))
+}
+
 /// How a queue is created (`commander init`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSpec {

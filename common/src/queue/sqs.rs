@@ -17,7 +17,7 @@ use aws_sdk_sqs::Client;
 
 use super::{
     Depths, Ensured, MoveTask, Outgoing, QueueService, QueueSpec, Received, WorkQueue,
-    MAX_BATCH_ENTRIES, STALE_RECEIPT_CLASS, VISIBILITY_LIMIT_CLASS,
+    STALE_RECEIPT_CLASS, VISIBILITY_LIMIT_CLASS,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -480,17 +480,7 @@ impl WorkQueue for SqsQueue {
     }
 
     async fn send_batch(&self, messages: &[Outgoing]) -> Result<Vec<Result<()>>> {
-        if messages.len() > MAX_BATCH_ENTRIES {
-            return Err(Error::new(
-                ErrorKind::Invalid,
-                "TooManyEntriesInBatchRequest",
-                &self.name,
-                format!(
-                    "{} messages in one batch; the limit is {MAX_BATCH_ENTRIES}",
-                    messages.len()
-                ),
-            ));
-        }
+        super::check_batch_len(&self.name, messages.len())?;
         if messages.is_empty() {
             return Ok(Vec::new());
         }
