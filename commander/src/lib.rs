@@ -217,7 +217,7 @@ impl JobRun {
         args: &RunArgs,
         sink: Sink,
         shutdown: &CancellationToken,
-    ) -> pipeline::Outcome {
+    ) -> pipeline::PipelineEnd {
         let settings = Settings {
             job_id: self.id.clone(),
             target: self.plan.target.clone(),
@@ -267,7 +267,7 @@ impl JobRun {
     }
 
     /// The run's summary, `elapsed` seconds after it started, given how the pipeline ended.
-    fn summary(&self, dry_run: bool, elapsed: f64, outcome: &pipeline::Outcome) -> Summary {
+    fn summary(&self, dry_run: bool, elapsed: f64, outcome: &pipeline::PipelineEnd) -> Summary {
         let c = &self.counters;
         let objects = c.keys_sent.load(Ordering::Relaxed);
         let error = match (&outcome.error, outcome.interrupted) {

@@ -83,7 +83,7 @@ pub struct Settings {
 
 /// How the pipeline ended.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct PipelineEnd {
     /// First error (source, batching or sending), if any.
     pub error: Option<Error>,
     /// `None`: everything was sent. `Some(r)`: resume with `--start-after r`
@@ -104,7 +104,7 @@ pub async fn run<F, Fut>(
     counters: Arc<Counters>,
     cancel: CancellationToken,
     source: F,
-) -> Outcome
+) -> PipelineEnd
 where
     F: FnOnce(mpsc::Sender<Found>, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = SourceEnd> + Send + 'static,
@@ -166,7 +166,7 @@ where
     let interrupted = cancel.is_cancelled() && errors.is_empty();
     if interrupted && resume.is_empty() {
         // Cancelled after everything was sent: nothing to resume.
-        return Outcome {
+        return PipelineEnd {
             error: None,
             resume: None,
             resume_row: None,
@@ -179,7 +179,7 @@ where
         resume.into_iter().min()
     };
     let resume_row = resume.as_ref().and(rows.into_iter().min());
-    Outcome {
+    PipelineEnd {
         error: errors.into_iter().next(),
         resume,
         resume_row,
