@@ -379,14 +379,12 @@ impl ObjectStore for S3Store {
         .send()
         .await
         .map_err(|e| map_sdk_error(e, &subject))?;
-        out.upload_id().map(str::to_string).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Retryable,
-                "NoUploadId",
-                subject,
-                "CreateMultipartUpload answered without an upload id",
-            )
-        })
+        required(
+            out.upload_id(),
+            "NoUploadId",
+            subject,
+            "CreateMultipartUpload answered without an upload id",
+        )
     }
 
     async fn upload_part(
@@ -413,14 +411,12 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| map_sdk_error(e, &subject))?;
-        out.e_tag().map(str::to_string).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Retryable,
-                "PartWithoutETag",
-                subject,
-                format!("UploadPart of part {number} answered without an ETag"),
-            )
-        })
+        required(
+            out.e_tag(),
+            "PartWithoutETag",
+            subject,
+            format!("UploadPart of part {number} answered without an ETag"),
+        )
     }
 
     async fn complete_multipart(
@@ -454,14 +450,12 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| map_sdk_error(e, &subject))?;
-        out.e_tag().map(str::to_string).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Retryable,
-                "CompleteWithoutETag",
-                subject,
-                "CompleteMultipartUpload answered without an ETag (error in a 200 reply?)",
-            )
-        })
+        required(
+            out.e_tag(),
+            "CompleteWithoutETag",
+            subject,
+            "CompleteMultipartUpload answered without an ETag (error in a 200 reply?)",
+        )
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
@@ -619,17 +613,12 @@ impl ObjectStore for S3Store {
                 err
             }
         })?;
-        out.copy_object_result()
-            .and_then(|r| r.e_tag())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Retryable,
-                    "CopyWithoutETag",
-                    subject,
-                    "CopyObject answered without an ETag (error in a 200 reply?)",
-                )
-            })
+        required(
+            out.copy_object_result().and_then(|r| r.e_tag()),
+            "CopyWithoutETag",
+            subject,
+            "CopyObject answered without an ETag (error in a 200 reply?)",
+        )
     }
 
     async fn upload_part_copy(
@@ -655,17 +644,12 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| map_sdk_error(e, &subject))?;
-        out.copy_part_result()
-            .and_then(|r| r.e_tag())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Retryable,
-                    "CopyWithoutETag",
-                    subject,
-                    format!("UploadPartCopy of part {number} answered without an ETag"),
-                )
-            })
+        required(
+            out.copy_part_result().and_then(|r| r.e_tag()),
+            "CopyWithoutETag",
+            subject,
+            format!("UploadPartCopy of part {number} answered without an ETag"),
+        )
     }
 
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<Upload>> {
@@ -725,6 +709,20 @@ impl ObjectStore for S3Store {
             ..self.clone()
         }))
     }
+}
+
+/// A field a successful reply must carry (an ETag, an upload id). A reply
+/// without it is S3's error-in-a-200 or a broken store: a retryable error of
+/// `class`, never an empty value taken for a result.
+fn required(
+    value: Option<&str>,
+    class: &str,
+    subject: String,
+    what: impl Into<String>,
+) -> Result<String> {
+    value
+        .map(str::to_string)
+        .ok_or_else(|| Error::new(ErrorKind::Retryable, class, subject, what))
 }
 
 /// What to do with an S3 error, from its service code and HTTP status (pure, so
