@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use common::config::Config;
+use common::exit::Exit;
 use common::listing::parallel::{list_parallel, Walk};
 use common::listing::{ListStats, SourceEnd};
 use common::queue::set::{open_service, QueueSet};
@@ -33,9 +34,6 @@ use cli::{Cli, Command, RunArgs};
 use pipeline::{Counters, Settings, Sink};
 use source::SourceKind;
 use summary::{shell_quote, QueueCount, Summary};
-
-/// Exit code of a run that stopped early (a source, input or send error, or Ctrl-C).
-pub const EXIT_FAILED: u8 = 1;
 
 /// Run one command. `shutdown` (Ctrl-C) stops a `run` cleanly: what was
 /// listed is accounted for and the resume point is printed.
@@ -123,6 +121,9 @@ async fn run_job(
     let started = std::time::Instant::now();
     let job_id = job_id(args.job_id.as_deref())?;
     let plan = source::plan(cfg, &args).await?;
+    check_target(cfg, &plan)
+        .await
+        .context("the target failed its pre-flight check; nothing was sent")?;
     let queue_names = cfg.queue_names();
     let (sink, records) = open_sink(cfg, args.dry_run, &queue_names).await?;
     if args.json {
@@ -140,7 +141,7 @@ async fn run_job(
             r = preflight(&plan) => r?,
             _ = shutdown.cancelled() => {
                 eprintln!("error: interrupted while checking the manifest; nothing was sent");
-                return Ok(ExitCode::from(EXIT_FAILED));
+                return Ok(Exit::Interrupted.to_exit_code());
             }
         }
     }
@@ -170,13 +171,15 @@ async fn run_job(
     } else {
         print!("{}", summary.render_text());
     }
-    match stop_message(&summary, args.job_id.is_some()) {
-        None => Ok(ExitCode::SUCCESS),
-        Some(message) => {
-            eprintln!("{message}");
-            Ok(ExitCode::from(EXIT_FAILED))
-        }
+    if let Some(message) = stop_message(&summary, args.job_id.is_some()) {
+        eprintln!("{message}");
     }
+    Ok(match (&outcome.error, outcome.interrupted) {
+        (Some(e), _) => Exit::for_error(e),
+        (None, true) => Exit::Interrupted,
+        (None, false) => Exit::Ok,
+    }
+    .to_exit_code())
 }
 
 /// Where a run sends: the work queues and the report location, or, in a dry
@@ -364,6 +367,20 @@ async fn preflight(plan: &source::Plan) -> common::Result<()> {
         }
         SourceKind::List { .. } => {}
     }
+    Ok(())
+}
+
+/// Refuse a doomed run before anything is sent: the target bucket must exist
+/// (a fresh HeadBucket, which also learns its region; a 403 counts as
+/// existing, since a writer may not be allowed to list), or the target
+/// directory must exist or be creatable. Otherwise every key would be parked
+/// in the DLQ by every executor.
+async fn check_target(cfg: &Config, plan: &source::Plan) -> common::Result<()> {
+    let target = common::location::Location::parse(&plan.target, "--target-bucket")?;
+    let s3 = common::clients::S3Connector::new(&cfg.aws.copy);
+    let store = common::store::open::open_store(&target, &s3, true).await?;
+    store.confirm_exists().await?;
+    tracing::debug!(target = %plan.target, "target exists");
     Ok(())
 }
 

@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            common::exit::Exit::for_anyhow(&e).to_exit_code()
         }
     }
 }

@@ -99,6 +99,21 @@ impl Error {
         self.kind == ErrorKind::NotFound && self.class != class::NO_SUCH_BUCKET
     }
 
+    /// A failure every request to the same endpoint would meet, not this
+    /// key's alone: a missing bucket, a refusal (credentials, signature or a
+    /// deny: a per-object deny looks the same, so the circuit breaker that
+    /// acts on this counts them in a row), or no answer at all. The one test
+    /// behind the executor's circuit breaker and the endpoint exit code.
+    pub fn is_endpoint_wide(&self) -> bool {
+        match self.kind {
+            ErrorKind::NotFound => self.class == class::NO_SUCH_BUCKET,
+            ErrorKind::AccessDenied => true,
+            _ => [Transport::Dispatch, Transport::Timeout]
+                .iter()
+                .any(|t| self.class == t.class()),
+        }
+    }
+
     /// The message plus every cause in the chain, on one line (for reports and the DLQ).
     pub fn full_message(&self) -> String {
         let mut out = self.message.clone();
@@ -121,6 +136,8 @@ pub mod class {
     pub const NO_SUCH_BUCKET: &str = "NoSuchBucket";
     /// The multipart upload does not exist (aborted, or completed by an earlier try).
     pub const NO_SUCH_UPLOAD: &str = "NoSuchUpload";
+    /// The executor's circuit breaker stopped it: one endpoint failed every key in a row.
+    pub const CIRCUIT_OPEN: &str = "CircuitOpen";
 }
 
 /// A request that got no service answer to read, whatever the service: one

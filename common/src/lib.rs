@@ -7,6 +7,7 @@
 //! | [`config`]   | defaults → `config.yml` → `.env` → environment → flags, into one validated [`config::Config`] |
 //! | [`clients`]  | S3 and SQS clients for a config section (inventory, copy, copy_source) |
 //! | [`error`]    | one error type whose [`error::ErrorKind`] says what to do: retry, skip, dead-letter, stop |
+//! | [`exit`]     | the exit codes of both binaries, decided from the error that ended a command |
 //! | [`location`] | where objects live: `s3://bucket/prefix` or a local directory |
 //! | [`message`]  | the versioned queue message (and the legacy Python format) |
 //! | [`queue`]    | the [`queue::WorkQueue`] trait; SQS and the embedded SQLite queue |
@@ -22,6 +23,7 @@
 pub mod clients;
 pub mod config;
 pub mod error;
+pub mod exit;
 pub mod listing;
 pub mod location;
 pub mod logging;

@@ -132,6 +132,10 @@ pub struct Cli {
     #[arg(long, env = "EXECUTOR_UNTIL_EMPTY", help_heading = "Lifecycle")]
     pub until_empty: bool,
 
+    /// Stop after this many keys in a row fail on one endpoint the same way (missing bucket, denied, unreachable); 0: never.
+    #[arg(long, default_value_t = 25, env = "EXECUTOR_CIRCUIT_BREAKER", help_heading = "Lifecycle")]
+    pub circuit_breaker: usize,
+
     /// Seconds in-flight keys get to finish after SIGTERM/SIGINT before their messages are returned.
     #[arg(long, default_value_t = 25.0, value_parser = parse_seconds, env = "EXECUTOR_GRACE_PERIOD", help_heading = "Lifecycle")]
     pub grace_period: f64,

@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use async_trait::async_trait;
 use common::clients::S3Connector;
 use common::config::Config;
+use common::exit::Exit;
 use common::location::{EndpointPolicy, Location};
 use common::message::{Batch, KeyItem};
 use common::queue::set::{open_service, QueueSet};
@@ -55,7 +56,11 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<RunSta
     let queues = QueueSet::open(&*service, &cfg).await?;
     let order = queues.receive_order(cli.queue_num, cli.including_dead)?;
     if order.is_empty() {
-        bail!("no queue to receive from: `--queue-num -1` needs `-d/--including-dead`");
+        return Err(common::Error::input(
+            "--queue-num",
+            "no queue to receive from: `--queue-num -1` needs `-d/--including-dead`",
+        )
+        .into());
     }
 
     let worker = TransferWorker::new(&cfg, &cli).await;
@@ -99,6 +104,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<RunSta
         executor_id,
         progress_interval: PROGRESS_INTERVAL,
         emf: cli.metrics == cli::Metrics::Emf,
+        circuit_breaker: cli.circuit_breaker,
     };
     let stats = worker::serve(
         order,
@@ -117,17 +123,45 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<RunSta
     }
     println!("{}", summary_line(&stats));
     tracing::info!(keys = stats.keys, failed = stats.failed, bytes = stats.bytes, stopped_by = ?stats.stopped_by, "executor finished");
+    if let Some(t) = &stats.circuit {
+        return Err(t.error().into());
+    }
     Ok(stats)
+}
+
+/// How a run that returned its stats ends: failed or bad keys make
+/// `--until-empty` exit with [`Exit::Failures`], a signal before the queues
+/// were empty with [`Exit::Interrupted`]. Without `--until-empty` a signal is
+/// the normal end of a fleet member: 0 (its failures are in the DLQ and the
+/// reports, for `commander status`).
+pub fn exit_for(stats: &RunStats, until_empty: bool) -> Exit {
+    match (until_empty, stats.stopped_by) {
+        (_, StopReason::CircuitOpen) => Exit::Endpoint,
+        (false, _) => Exit::Ok,
+        (true, StopReason::Signal) => Exit::Interrupted,
+        (true, StopReason::QueuesEmpty) if stats.failed > 0 || stats.bad_messages > 0 => {
+            Exit::Failures
+        }
+        (true, StopReason::QueuesEmpty) => Exit::Ok,
+    }
 }
 
 /// Flag combinations clap cannot express.
 fn check_flags(cli: &Cli) -> anyhow::Result<()> {
     if let Some(n) = cli.queue_num {
         if n == 0 || n < -1 {
-            bail!("--queue-num: {n} is not a queue number (1..=queue_num, or -1 with -d)");
+            return Err(common::Error::input(
+                "--queue-num",
+                format!("{n} is not a queue number (1..=queue_num, or -1 with -d)"),
+            )
+            .into());
         }
         if n == -1 && !cli.including_dead {
-            bail!("--queue-num -1 receives from no work queue: add -d/--including-dead to drain the dead-letter queue");
+            return Err(common::Error::input(
+                "--queue-num",
+                "-1 receives from no work queue: add -d/--including-dead to drain the dead-letter queue",
+            )
+            .into());
         }
     }
     cli.window()?;
@@ -166,6 +200,7 @@ pub fn summary_line(s: &RunStats) -> String {
     let why = match s.stopped_by {
         StopReason::Signal => "stopped by signal",
         StopReason::QueuesEmpty => "queues empty",
+        StopReason::CircuitOpen => "circuit breaker open",
     };
     let outcomes = if s.by_outcome.is_empty() {
         String::new()

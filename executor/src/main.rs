@@ -5,15 +5,17 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use common::exit::Exit;
 use executor::Cli;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let until_empty = cli.until_empty;
     // Before any thread exists: AWS_* variables written in .env must reach aws-config.
     if let Err(e) = common::config::apply_dotenv_to_process(cli.global.env_file.as_deref()) {
         eprintln!("error: {e}");
-        return ExitCode::FAILURE;
+        return Exit::for_error(&e).to_exit_code();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -29,11 +31,10 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         tokio::spawn(on_signals(shutdown.clone()));
         match executor::run(cli, shutdown).await {
-            Ok(_) => ExitCode::SUCCESS,
+            Ok(stats) => executor::exit_for(&stats, until_empty).to_exit_code(),
             Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "executor failed");
                 eprintln!("error: {e:#}");
-                ExitCode::FAILURE
+                Exit::for_anyhow(&e).to_exit_code()
             }
         }
     })

@@ -298,6 +298,9 @@ impl ObjectStore for ChangesAfterFirstPart {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    async fn confirm_exists(&self) -> common::Result<()> {
+        self.inner.confirm_exists().await
+    }
     async fn list_page(&self, req: &ListRequest) -> common::Result<ListPage> {
         self.inner.list_page(req).await
     }

@@ -520,6 +520,20 @@ impl ObjectStore for DirStore {
         format!("file://{}", self.root.display())
     }
 
+    async fn confirm_exists(&self) -> Result<()> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || match fs::metadata(&root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(Error::input(root.display().to_string(), "not a directory")),
+            Err(e) => Err(Error::input(
+                root.display().to_string(),
+                format!("cannot open the directory: {e}"),
+            )),
+        })
+        .await
+        .map_err(|e| Error::input(self.describe(), format!("cannot check the directory: {e}")))?
+    }
+
     async fn list_page(&self, req: &ListRequest) -> Result<ListPage> {
         let delimiter = req.delimiter.clone().filter(|d| !d.is_empty());
         let max = req.max_keys.unwrap_or(1000).max(1) as usize;

@@ -190,6 +190,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// `s3://bucket` or `file:///root`, for messages and errors.
     fn describe(&self) -> String;
 
+    /// Show that the bucket (or directory) exists now: a fresh HeadBucket,
+    /// or the root's metadata. The commander's pre-flight check of a target.
+    async fn confirm_exists(&self) -> Result<()>;
+
     /// One page of keys under a prefix, in key (byte) order.
     async fn list_page(&self, req: &ListRequest) -> Result<ListPage>;
 

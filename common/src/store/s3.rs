@@ -142,6 +142,10 @@ impl ObjectStore for S3Store {
         format!("s3://{}", self.bucket)
     }
 
+    async fn confirm_exists(&self) -> Result<()> {
+        self.home.confirm_exists().await
+    }
+
     async fn list_page(&self, req: &ListRequest) -> Result<ListPage> {
         let subject = self.subject(&req.prefix);
         let out = self

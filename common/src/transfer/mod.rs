@@ -1022,6 +1022,9 @@ mod tests {
         fn describe(&self) -> String {
             self.inner.describe()
         }
+        async fn confirm_exists(&self) -> Result<()> {
+            self.inner.confirm_exists().await
+        }
         async fn list_page(&self, req: &ListRequest) -> Result<ListPage> {
             self.inner.list_page(req).await
         }

@@ -17,11 +17,13 @@ use futures::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
+use super::breaker::Verdict;
 use super::park::{truncate, MAX_REASON_BYTES};
 use super::{KeySlot, Shared};
 
-/// What one key task hands back: the key's index in its batch and its result.
-type KeyResult = (usize, common::Result<Done>);
+/// What one key task hands back: the key's index in its batch and its result
+/// (`None`: held back by the circuit breaker, so its message is returned).
+type KeyResult = (usize, Option<common::Result<Done>>);
 
 impl Shared {
     /// Work every key of `batch` and collect the results by index; `None`: the
@@ -73,9 +75,22 @@ impl Shared {
             .await
             .unwrap_or_else(|panic| Err(panic_error(&item.key, panic)));
         drop(permit);
+        let verdict = self.breaker.observe(&batch, &result);
+        if verdict.holds_back() {
+            if verdict == Verdict::Opened {
+                if let (Some(t), Err(e)) = (self.breaker.tripped(), &result) {
+                    tracing::warn!(endpoint = %t.endpoint, error_class = %e.class, error = %e.full_message(),
+                        in_a_row = t.in_a_row, "circuit breaker open: every key fails on this endpoint; stop receiving and return the messages held");
+                }
+                self.stop.cancel();
+            }
+            tracing::debug!(key = %item.key, "key not parked: the circuit breaker is open");
+            drop(slot);
+            return (index, None);
+        }
         self.record_key(&batch, item, &result, t0.elapsed()).await;
         drop(slot);
-        (index, result)
+        (index, Some(result))
     }
 
     /// Wait for every key task; when the grace period ends (`hard`), abort
@@ -98,7 +113,7 @@ impl Shared {
             };
             match next {
                 None => break,
-                Some(Ok((index, r))) => results[index] = Some(r),
+                Some(Ok((index, r))) => results[index] = r,
                 Some(Err(_cancelled)) => {}
             }
         }

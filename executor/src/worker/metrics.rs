@@ -40,6 +40,8 @@ pub struct RunStats {
     pub held: u64,
     /// Why the loop stopped.
     pub stopped_by: StopReason,
+    /// Why the circuit breaker opened (`stopped_by` is then `CircuitOpen`).
+    pub circuit: Option<super::Tripped>,
     /// From the first message received to the last key finished: the time the
     /// executor was working, without start-up or the `--until-empty` idle checks.
     pub busy: Duration,
@@ -134,6 +136,7 @@ impl Shared {
             dlq_messages: c.dlq_messages.load(Ordering::Relaxed),
             held: self.held.lock().expect("held lock").len() as u64,
             stopped_by,
+            circuit: self.breaker.tripped(),
             busy: c.busy(),
         }
     }

@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod breaker;
 mod keys;
 mod lifecycle;
 mod metrics;
@@ -50,6 +51,7 @@ mod receive;
 #[cfg(test)]
 mod testkit;
 
+pub use breaker::Tripped;
 pub use metrics::{emf_lines, RunStats, Snapshot, EMF_NAMESPACE};
 pub use park::{dlq_bodies, failed_item, truncate, MAX_REASON_BYTES};
 pub use receive::ask_size;
@@ -104,6 +106,8 @@ pub struct Settings {
     pub progress_interval: Duration,
     /// Print CloudWatch Embedded Metric Format lines to stdout every progress interval.
     pub emf: bool,
+    /// Endpoint-wide failures in a row that stop the loop (`--circuit-breaker`); 0: never.
+    pub circuit_breaker: usize,
 }
 
 impl Settings {
@@ -131,6 +135,8 @@ pub enum StopReason {
     Signal,
     /// `--until-empty`: the queues were empty twice in a row and nothing was in flight.
     QueuesEmpty,
+    /// The circuit breaker opened: one endpoint failed every key in a row.
+    CircuitOpen,
 }
 
 /// A DLQ message this run parked itself, left invisible until exit.
@@ -163,6 +169,8 @@ struct Shared {
     held: Mutex<HashMap<String, Held>>,
     /// Running estimate of keys per message.
     est_keys: Mutex<f64>,
+    /// Stops the loop when one endpoint fails every key.
+    breaker: breaker::Breaker,
 }
 
 impl Shared {
@@ -177,6 +185,7 @@ impl Shared {
         Arc::new(Shared {
             worker,
             sem: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            breaker: breaker::Breaker::new(settings.circuit_breaker),
             est_keys: Mutex::new(settings.keys_per_message_hint.max(1) as f64),
             settings,
             dead,
@@ -279,7 +288,9 @@ pub async fn serve(
         None => false,
     };
 
-    let stats = shared.stats(if emptied {
+    let stats = shared.stats(if shared.breaker.tripped().is_some() {
+        StopReason::CircuitOpen
+    } else if emptied {
         StopReason::QueuesEmpty
     } else {
         StopReason::Signal

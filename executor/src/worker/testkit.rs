@@ -111,6 +111,7 @@ pub(super) fn test_settings() -> Settings {
         executor_id: "test".into(),
         progress_interval: Duration::from_secs(3600),
         emf: false,
+        circuit_breaker: 0,
     }
 }
 
