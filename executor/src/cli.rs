@@ -133,7 +133,12 @@ pub struct Cli {
     pub until_empty: bool,
 
     /// Stop after this many keys in a row fail on one endpoint the same way (missing bucket, denied, unreachable); 0: never.
-    #[arg(long, default_value_t = 25, env = "EXECUTOR_CIRCUIT_BREAKER", help_heading = "Lifecycle")]
+    #[arg(
+        long,
+        default_value_t = 25,
+        env = "EXECUTOR_CIRCUIT_BREAKER",
+        help_heading = "Lifecycle"
+    )]
     pub circuit_breaker: usize,
 
     /// Seconds in-flight keys get to finish after SIGTERM/SIGINT before their messages are returned.

@@ -77,8 +77,45 @@ pub fn run_bin(
     wait_with_limit(child, limit, name)
 }
 
+/// Target buckets that commander tests name without ever writing to them
+/// (they read the messages back). `commander run` refuses a target bucket
+/// that does not exist, so [`commander`] and [`Sandbox::commander`] make sure
+/// these exist on their server first.
+pub const PLACEHOLDER_TARGETS: [&str; 2] = ["dst-bucket", "target-bucket"];
+
+/// Create the [`PLACEHOLDER_TARGETS`] on `server`, once per test process. On
+/// a thread of its own, so it works from sync and async tests alike.
+pub fn ensure_placeholder_targets(server: Server) {
+    static DONE: std::sync::Mutex<Vec<Server>> = std::sync::Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|p| p.into_inner());
+    if done.contains(&server) {
+        return;
+    }
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            for b in PLACEHOLDER_TARGETS {
+                if let Err(e) = server.s3().create_bucket().bucket(b).send().await {
+                    let e = aws_sdk_s3::error::DisplayErrorContext(e).to_string();
+                    assert!(
+                        e.contains("BucketAlreadyOwnedByYou") || e.contains("BucketAlreadyExists"),
+                        "create {b}: {e}"
+                    );
+                }
+            }
+        })
+    })
+    .join()
+    .expect("creating the placeholder target buckets");
+    done.push(server);
+}
+
 /// Run `commander` in the current directory (see [`run_bin`]); up to 5 minutes.
 pub fn commander(args: &[&str], env: &[(String, String)]) -> Run {
+    ensure_placeholder_targets(Server::Moto);
     run_bin(
         "commander",
         args,
@@ -221,6 +258,7 @@ impl Sandbox {
 
     /// Run `commander` with this sandbox's environment.
     pub fn commander(&self, args: &[&str]) -> Run {
+        ensure_placeholder_targets(self.server);
         run_bin(
             "commander",
             args,

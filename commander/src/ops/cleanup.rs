@@ -294,7 +294,7 @@ pub async fn run(
             "error: {} uploads could not be aborted",
             thousands(report.failed)
         );
-        return Ok(ExitCode::FAILURE);
+        return Ok(common::exit::Exit::Failures.to_exit_code());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -501,7 +501,7 @@ pub async fn run(
         .is_some_and(|t| t.status == "FAILED");
     if report.failed_messages > 0 || task_failed {
         eprintln!("error: some messages could not be moved; they stay in the dead-letter queue (run redrive again)");
-        return Ok(ExitCode::FAILURE);
+        return Ok(common::exit::Exit::Failures.to_exit_code());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -186,11 +186,28 @@ mod tests {
         let b = Breaker::new(3);
         let batch = batch();
         assert_eq!(b.observe(&batch, &missing("dst")), Verdict::Counted);
-        assert_eq!(b.observe(&batch, &ok()), Verdict::Counted, "a success resets");
+        assert_eq!(
+            b.observe(&batch, &ok()),
+            Verdict::Counted,
+            "a success resets"
+        );
         assert_eq!(b.observe(&batch, &missing("dst")), Verdict::Counted);
-        assert_eq!(b.observe(&batch, &missing("src")), Verdict::Counted, "another endpoint restarts the count");
-        let key_gone = Err(Error::new(ErrorKind::NotFound, "NoSuchKey", "s3://src/k", "gone"));
-        assert_eq!(b.observe(&batch, &key_gone), Verdict::Counted, "a missing key is not endpoint-wide");
+        assert_eq!(
+            b.observe(&batch, &missing("src")),
+            Verdict::Counted,
+            "another endpoint restarts the count"
+        );
+        let key_gone = Err(Error::new(
+            ErrorKind::NotFound,
+            "NoSuchKey",
+            "s3://src/k",
+            "gone",
+        ));
+        assert_eq!(
+            b.observe(&batch, &key_gone),
+            Verdict::Counted,
+            "a missing key is not endpoint-wide"
+        );
         assert!(b.tripped().is_none());
         for _ in 0..2 {
             assert_eq!(b.observe(&batch, &missing("dst")), Verdict::Counted);
@@ -205,9 +222,17 @@ mod tests {
         assert_eq!(b.observe(&batch, &refused), Verdict::HeldBack);
         assert_eq!(b.observe(&batch, &ok()), Verdict::Counted);
         let t = b.tripped().unwrap();
-        assert_eq!((t.endpoint.as_str(), t.class.as_str(), t.in_a_row), ("s3://dst", "NoSuchBucket", 3));
+        assert_eq!(
+            (t.endpoint.as_str(), t.class.as_str(), t.in_a_row),
+            ("s3://dst", "NoSuchBucket", 3)
+        );
         let line = t.error().to_string();
-        assert!(line.starts_with("s3://dst: 3 keys in a row failed with NoSuchBucket: the bucket does not exist;"), "{line}");
+        assert!(
+            line.starts_with(
+                "s3://dst: 3 keys in a row failed with NoSuchBucket: the bucket does not exist;"
+            ),
+            "{line}"
+        );
     }
 
     #[test]
