@@ -324,6 +324,10 @@ pub async fn run_in(sb: &Sandbox, name: &str, args: &[&str]) -> Run {
 
 /// `commander ARGS` with the sandbox's environment (see [`run_in`]).
 pub async fn commander(sb: &Sandbox, args: &[&str]) -> Run {
+    let server = sb.server;
+    tokio::task::spawn_blocking(move || crate::runs::ensure_placeholder_targets(server))
+        .await
+        .expect("placeholder targets");
     run_in(sb, "commander", args).await
 }
 

@@ -31,7 +31,9 @@ async fn malformed_legacy_and_vanished_source_each_behave() {
     send_raw(&sb.queue(1), &[malformed, &legacy]).await;
 
     let run = sb.executor(&["--mode", "copy", "--until-empty"]);
-    run.assert_ok("executor");
+    // A bad message was forwarded to the DLQ: the run ended with a failure
+    // (docs/operate.md#exit-codes).
+    assert_eq!(run.status.code(), Some(5), "{run:?}");
     assert!(run.stdout.contains("queues empty"), "{}", run.stdout);
     assert!(run.stdout.contains("source-missing 1"), "{}", run.stdout);
     assert!(run.stdout.contains("0 failed"), "{}", run.stdout);

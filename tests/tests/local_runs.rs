@@ -382,7 +382,9 @@ async fn s3_to_directory_to_s3_round_trips_tricky_keys_and_parks_unmappable_ones
     ];
     let mut args = vec!["--mode", "copy"];
     args.extend(exec_flags);
-    local.executor(&args).assert_ok("executor S3 → directory");
+    let run = local.executor(&args);
+    // Unmappable keys are parked: the run ends with failures (exit 5).
+    assert_eq!(run.status.code(), Some(5), "{run:?}");
 
     // Exactly one of the file/prefix pair fits; the other is a KeyConflict.
     let (files, dirs) = walk(&target);

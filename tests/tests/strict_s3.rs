@@ -210,7 +210,8 @@ async fn copy_of_a_source_overwritten_after_listing_is_source_changed() {
     let mut args = vec!["--mode", "copy", "--until-empty"];
     args.extend(SIZES);
     let run = sb.executor(&args);
-    run.assert_ok("executor");
+    // Parked keys: exit 5 (docs/operate.md#exit-codes).
+    assert_eq!(run.status.code(), Some(5), "{run:?}");
     assert!(run.stdout.contains("2 failed"), "{}", run.stdout);
 
     let want = [
@@ -280,7 +281,7 @@ async fn archived_sources_are_parked(mode: &str) {
     let mut args = vec!["--mode", mode, "--until-empty"];
     args.extend(SIZES);
     let run = sb.executor(&args);
-    run.assert_ok("executor");
+    assert_eq!(run.status.code(), Some(5), "{run:?}");
     assert!(run.stdout.contains("3 failed"), "{}", run.stdout);
 
     let archived = ["deep.txt", "glacier-multi.bin", "glacier.txt"];
@@ -344,7 +345,7 @@ async fn a_manifest_naming_a_missing_bucket_fails_every_key_as_no_such_bucket() 
         ])
         .assert_ok("commander run");
         let run = sb.executor(&["--mode", mode, "--until-empty"]);
-        run.assert_ok("executor");
+        assert_eq!(run.status.code(), Some(5), "{mode}: {run:?}");
         assert!(run.stdout.contains("2 failed"), "{mode}: {}", run.stdout);
         let want = [
             ("a".to_string(), "NoSuchBucket".to_string()),
