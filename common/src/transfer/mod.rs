@@ -81,7 +81,7 @@ pub struct TransferOptions {
     pub verify: bool,
     /// `--deep`: compare content by streaming both objects when metadata cannot decide.
     pub deep: bool,
-    /// Objects above this size are written in parts (`migration.multipart_threshold`).
+    /// Objects of at least this size are written in parts (`migration.multipart_threshold`).
     pub multipart_threshold: u64,
     /// Part size for single-part sources that must be split (`migration.part_size`).
     pub part_size: u64,
@@ -538,7 +538,8 @@ async fn fast_copy(job: &Job<'_>) -> Result<Option<Done>> {
         return Ok(None);
     };
     if etag_parts(etag).is_some()
-        || size > job.opts.multipart_threshold.min(plan::MAX_SINGLE)
+        || size >= job.opts.multipart_threshold
+        || size > plan::MAX_SINGLE
         || (job.window_set() && item.last_modified.is_none())
     {
         return Ok(None);

@@ -59,8 +59,9 @@ pub enum SourceLayout<'a> {
 
 /// Decide how to write an object of `size` bytes. A multipart source with a
 /// known, valid layout is reproduced part for part (so the target ETag equals
-/// the source ETag); anything else is one request when it is at most the
-/// multipart threshold and 5 GiB (streamed when it is larger than one buffer,
+/// the source ETag); anything else is one request when it is below the
+/// multipart threshold (AWS CLI's rule: at or above it means parts) and at most
+/// 5 GiB (streamed when it is larger than one buffer,
 /// so a single-part source keeps its plain ETag whatever the memory budget),
 /// else parts of `part_size` (grown so that there are at most 10,000 parts).
 pub fn plan(size: u64, layout: SourceLayout<'_>, limits: &Limits) -> Planned {
@@ -73,7 +74,7 @@ pub fn plan(size: u64, layout: SourceLayout<'_>, limits: &Limits) -> Planned {
             };
         }
     }
-    let fits = size == 0 || (size <= limits.multipart_threshold && size <= MAX_SINGLE);
+    let fits = size == 0 || (size < limits.multipart_threshold && size <= MAX_SINGLE);
     let planned = match (fits, limits.buffer_limit) {
         (true, Some(buffer)) if size > buffer => Plan::Stream,
         (true, _) => Plan::Single,
@@ -88,14 +89,17 @@ pub fn plan(size: u64, layout: SourceLayout<'_>, limits: &Limits) -> Planned {
             Plan::Single | Plan::Stream => (true, None),
             Plan::Parts(r) => {
                 let why = if size > MAX_SINGLE {
-                    "S3's 5 GiB limit for one request".to_string()
+                    "above S3's 5 GiB limit for one request".to_string()
                 } else {
-                    format!("the multipart threshold ({} bytes)", limits.multipart_threshold)
+                    format!(
+                        "at or above the multipart threshold ({} bytes)",
+                        limits.multipart_threshold
+                    )
                 };
                 (
                     false,
                     Some(format!(
-                        "single-part source of {size} bytes is above {why}: written in {} parts, target ETag is -{} (not the source's MD5)",
+                        "single-part source of {size} bytes is {why}: written in {} parts, target ETag is -{} (not the source's MD5)",
                         r.len(),
                         r.len()
                     )),
@@ -229,12 +233,20 @@ mod tests {
                 true,
             ),
             (
-                "at threshold",
-                8 * MIB,
+                "one byte below the threshold: one request",
+                8 * MIB - 1,
                 SourceLayout::Single,
                 l,
                 Plan::Single,
                 true,
+            ),
+            (
+                "exactly the threshold: parts (size >= threshold, as the AWS CLI)",
+                8 * MIB,
+                SourceLayout::Single,
+                l,
+                Plan::Parts(vec![(0, 5 * MIB - 1), (5 * MIB, 8 * MIB - 1)]),
+                false,
             ),
             (
                 "above threshold",
