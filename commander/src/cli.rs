@@ -76,7 +76,7 @@ pub struct RunArgs {
     #[arg(
         short = 't',
         long,
-        required = true,
+        required_unless_present = "repair",
         value_name = "BUCKET|s3://BUCKET/PREFIX|DIR",
         help_heading = "Target"
     )]
@@ -121,6 +121,14 @@ pub struct RunArgs {
     /// Job id carried in every message [default: generated and printed]
     #[arg(long, value_name = "ID", help_heading = "Batching")]
     pub job_id: Option<String>,
+    /// Attach this run to job JOB, whose keys it re-sends (e.g. its failures manifest): messages carry JOB's id, so `status`/`report` of JOB count the new outcomes; -t, -p and --target-prefix default to JOB's
+    #[arg(
+        long,
+        value_name = "JOB",
+        help_heading = "Batching",
+        conflicts_with = "job_id"
+    )]
+    pub repair: Option<String>,
     /// Count objects, bytes and messages; send nothing
     #[arg(long, help_heading = "Batching")]
     pub dry_run: bool,

@@ -9,6 +9,7 @@
 //! | [`source`]   | flags → a checked plan (source, prefixes, filters) |
 //! | [`pipeline`] | keys → batches → SendMessageBatch, with the resume point |
 //! | [`summary`]  | progress line and final summary |
+//! | [`repair`]   | `run --repair JOB`: a re-run attached to the job it repairs |
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub mod cli;
 pub mod ops;
 pub mod pipeline;
+pub mod repair;
 pub mod source;
 pub mod summary;
 
@@ -115,13 +117,20 @@ pub fn job_id(given: Option<&str>) -> common::Result<String> {
 /// `commander run`.
 async fn run_job(
     cfg: &Config,
-    args: RunArgs,
+    mut args: RunArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
-    let job_id = job_id(args.job_id.as_deref())?;
+    let repairs = match args.repair.clone() {
+        Some(job) => Some(repair::prepare(cfg, &job, &mut args).await?),
+        None => None,
+    };
+    let job_id = job_id(args.repair.as_deref().or(args.job_id.as_deref()))?;
     let plan = source::plan(cfg, &args).await?;
-    check_target(cfg, &plan)
+    if let Some(rec) = &repairs {
+        repair::check_target(&job_id, rec, &plan)?;
+    }
+    confirm_target_exists(cfg, &plan)
         .await
         .context("the target failed its pre-flight check; nothing was sent")?;
     let queue_names = cfg.queue_names();
@@ -131,7 +140,7 @@ async fn run_job(
     } else {
         println!("job {job_id}");
     }
-    tracing::info!(job_id = %job_id, source = %plan.describe, target = %plan.target, kind = plan.kind.name(), dry_run = args.dry_run, "run starting");
+    tracing::info!(job_id = %job_id, source = %plan.describe, target = %plan.target_full, kind = plan.kind.name(), dry_run = args.dry_run, "run starting");
 
     // Manifests are checked whole (checksums, every row) before anything is
     // sent, so a bad manifest leaves nothing half-done. A dry run needs no
@@ -146,7 +155,7 @@ async fn run_job(
         }
     }
     let record = match &records {
-        Some(loc) => Some(start_record(loc, &job_id, &plan).await),
+        Some(loc) => Some(start_record(loc, &job_id, &plan, args.repair.is_some()).await),
         None => None,
     };
 
@@ -159,7 +168,7 @@ async fn run_job(
     };
     let outcome = job.send(cfg, &args, sink, &shutdown).await;
     if let (Some(loc), Some(mut rec)) = (&records, record) {
-        job.add_to_record(&mut rec);
+        job.add_to_record(&mut rec, args.repair.is_some());
         write_record(loc, &rec).await;
     }
     let summary = job.summary(args.dry_run, started.elapsed().as_secs_f64(), &outcome);
@@ -171,7 +180,7 @@ async fn run_job(
     } else {
         print!("{}", summary.render_text());
     }
-    if let Some(message) = stop_message(&summary, args.job_id.is_some()) {
+    if let Some(message) = stop_message(&summary, args.job_id.is_some() || args.repair.is_some()) {
         eprintln!("{message}");
     }
     Ok(match (&outcome.error, outcome.interrupted) {
@@ -255,8 +264,12 @@ impl JobRun {
 
     /// Add what this run enqueued to the job's record: a resumed run given the
     /// same --job-id accumulates (keys sent twice count twice).
-    fn add_to_record(&self, rec: &mut JobRecord) {
+    fn add_to_record(&self, rec: &mut JobRecord, repair: bool) {
         let c = &self.counters;
+        if repair {
+            repair::finish(rec, c.keys_sent.load(Ordering::Relaxed));
+            return;
+        }
         rec.finished_at = Some(chrono::Utc::now());
         rec.objects += c.keys_sent.load(Ordering::Relaxed);
         rec.bytes += c.bytes_sent.load(Ordering::Relaxed);
@@ -282,7 +295,7 @@ impl JobRun {
             job_id: self.id.clone(),
             source: self.plan.describe.clone(),
             source_kind: self.plan.kind.name(),
-            target: self.plan.target.clone(),
+            target: self.plan.target_full.clone(),
             dry_run,
             complete: outcome.resume.is_none() && error.is_none(),
             listed: self.stats.seen(),
@@ -375,7 +388,7 @@ async fn preflight(plan: &source::Plan) -> common::Result<()> {
 /// existing, since a writer may not be allowed to list), or the target
 /// directory must exist or be creatable. Otherwise every key would be parked
 /// in the DLQ by every executor.
-async fn check_target(cfg: &Config, plan: &source::Plan) -> common::Result<()> {
+async fn confirm_target_exists(cfg: &Config, plan: &source::Plan) -> common::Result<()> {
     let target = common::location::Location::parse(&plan.target, "--target-bucket")?;
     let s3 = common::clients::S3Connector::new(&cfg.aws.copy);
     let store = common::store::open::open_store(&target, &s3, true).await?;
@@ -386,11 +399,13 @@ async fn check_target(cfg: &Config, plan: &source::Plan) -> common::Result<()> {
 
 /// The job's record at the start of a run: the existing one when this job id
 /// already has one (a resumed run), else a fresh one (written now, so
-/// `commander status` shows the job while it is listed).
+/// `commander status` shows the job while it is listed). A `--repair` run is
+/// added to the record's repair runs instead.
 async fn start_record(
     loc: &common::report::ReportLocation,
     job_id: &str,
     plan: &source::Plan,
+    repair: bool,
 ) -> common::report::JobRecord {
     let existing = match loc.read_job(job_id).await {
         Ok(r) => r,
@@ -402,7 +417,10 @@ async fn start_record(
     let mut rec = existing.unwrap_or_else(|| common::report::JobRecord {
         job_id: job_id.to_string(),
         source: plan.describe.clone(),
-        target: plan.target.clone(),
+        target: plan.target_full.clone(),
+        target_root: Some(plan.target.clone()),
+        prefix: plan.prefix.clone(),
+        target_prefix: plan.target_prefix.clone(),
         started_at: chrono::Utc::now(),
         finished_at: None,
         objects: 0,
@@ -410,8 +428,13 @@ async fn start_record(
         messages: 0,
         per_queue: Default::default(),
         skipped: Default::default(),
+        repairs: Vec::new(),
     });
-    rec.finished_at = None;
+    if repair {
+        repair::start(&mut rec, plan);
+    } else {
+        rec.finished_at = None;
+    }
     write_record(loc, &rec).await;
     rec
 }

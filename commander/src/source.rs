@@ -62,6 +62,13 @@ pub struct Plan {
     pub describe: String,
     /// Message `target`: the target location without prefix.
     pub target: String,
+    /// The full target, for people and the job record: `target` plus the
+    /// target prefix (`s3://dst/new-prefix/`, `file:///dst/old/`).
+    pub target_full: String,
+    /// The source prefix (`-p`) that `target_prefix` replaces in target keys.
+    pub prefix: String,
+    /// The target key prefix (`None`: target keys are the source keys).
+    pub target_prefix: Option<String>,
 }
 
 /// Resolve a prefix given both in a location and by a flag: they must agree.
@@ -135,12 +142,22 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
     };
     let target_container = ends.target.container().to_string();
     ends.refuse_copy_onto_itself(&kind, &target_container)?;
+    let target_full = match ends.target_prefix.as_deref() {
+        Some(p) if !p.is_empty() => {
+            format!("{}/{p}", target_container.trim_end_matches('/'))
+        }
+        _ => target_container.clone(),
+    };
+    let (prefix, target_prefix) = (ends.prefix.clone(), ends.target_prefix.clone());
     let selector = Selector::new(filter, KeyMap::new(ends.prefix, ends.target_prefix));
     Ok(Plan {
         kind,
         selector: Arc::new(selector),
         describe,
         target: target_container,
+        target_full,
+        prefix,
+        target_prefix,
     })
 }
 
@@ -424,6 +441,9 @@ mod tests {
             p.selector.map.target_key("logs/x").as_deref(),
             Some("old/x")
         );
+        let root = dst.path().display().to_string();
+        assert_eq!(p.target, format!("file://{root}"));
+        assert_eq!(p.target_full, format!("file://{root}/old/"), "prefix shown");
         let SourceKind::List { opts, .. } = &p.kind else {
             panic!()
         };

@@ -345,12 +345,25 @@ pub async fn open_report_location(cfg: &crate::config::Config) -> Result<Option<
     Ok(Some(ReportLocation::new(store, location.prefix())))
 }
 
-/// What `commander run` records about a job, next to its reports.
+/// What `commander run` records about a job, next to its reports. Fields
+/// added later default when absent, so older records still read.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobRecord {
     pub job_id: String,
     pub source: String,
+    /// The full target, bucket and key prefix (`s3://dst/new-prefix/`) or
+    /// directory and prefix; records written before it was full hold the
+    /// bucket only.
     pub target: String,
+    /// The target without prefix, as messages carry it (`None`: an older record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_root: Option<String>,
+    /// The source prefix that `target_prefix` replaces in target keys.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// The target key prefix (`None`: target keys are the source keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_prefix: Option<String>,
     pub started_at: DateTime<Utc>,
     /// `None` while the commander is still listing.
     pub finished_at: Option<DateTime<Utc>>,
@@ -361,6 +374,22 @@ pub struct JobRecord {
     pub per_queue: BTreeMap<String, u64>,
     /// Keys skipped by each listing filter.
     pub skipped: BTreeMap<String, u64>,
+    /// `commander run --repair` runs that re-sent keys of this job (their
+    /// keys are not added to `objects`: they were enqueued before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repairs: Vec<RepairRun>,
+}
+
+/// One `commander run --repair` of a job.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RepairRun {
+    pub started_at: DateTime<Utc>,
+    /// `None` while it is still sending (or if it died).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// What it enumerated (usually a failures manifest).
+    pub source: String,
+    /// Keys it sent.
+    pub keys: u64,
 }
 
 /// Records rows and flushes them every `flush_rows` rows or `flush_interval`,
@@ -479,7 +508,10 @@ pub struct Summary {
     pub skipped: u64,
     pub failed: u64,
     pub source_missing: u64,
+    /// Bytes written by succeeded keys (copied, tags updated).
     pub bytes: u64,
+    /// Bytes compared by check mode (verified keys): read, not written.
+    pub bytes_compared: u64,
     pub by_outcome: BTreeMap<String, u64>,
     /// Failure classes with counts and up to three example keys.
     pub failures: BTreeMap<String, FailureClass>,
@@ -496,27 +528,62 @@ pub struct FailureClass {
     pub examples: Vec<String>,
 }
 
-/// Aggregates rows into a [`Summary`] and, optionally, the failed keys.
-/// Memory: about 24 bytes per distinct key (a hash, a timestamp and an outcome).
+/// How many skipped rows an [`Aggregator`] keeps to name skipped keys (a
+/// re-run can skip millions; the count stays exact, the names are examples).
+pub const SKIPPED_KEPT: usize = 10_000;
+
+/// Aggregates rows into a [`Summary`] and, optionally, the keys behind the
+/// counts. A key's latest outcome is the row with the latest `finished_at`
+/// (equal times: the row read last), whichever run or executor wrote it.
+/// Memory: about 24 bytes per distinct key (a hash, a timestamp and an
+/// outcome), plus the kept rows.
 #[derive(Debug, Default)]
 pub struct Aggregator {
     latest: HashMap<u64, (i64, Outcome, u64)>,
     rows: u64,
     first: Option<DateTime<Utc>>,
     last: Option<DateTime<Utc>>,
-    failed_rows: Vec<ReportRow>,
+    /// Failed and source-missing rows, and up to [`SKIPPED_KEPT`] skipped ones.
+    kept_rows: Vec<ReportRow>,
+    kept_skipped: usize,
     keep_failed: bool,
 }
 
+/// The keys behind a [`Summary`]'s counts: rows whose outcome is still their
+/// key's latest, one per key.
+#[derive(Debug, Clone, Default)]
+pub struct KeptKeys {
+    pub failed: Vec<ReportRow>,
+    pub source_missing: Vec<ReportRow>,
+    /// At most [`SKIPPED_KEPT`] (the summary has the full count).
+    pub skipped: Vec<ReportRow>,
+}
+
 fn key_hash(row: &ReportRow) -> u64 {
+    hash_of(&row.source, &row.source_key)
+}
+
+fn hash_of(source: &str, key: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    row.source.hash(&mut h);
-    row.source_key.hash(&mut h);
+    source.hash(&mut h);
+    key.hash(&mut h);
     h.finish()
 }
 
+impl Outcome {
+    /// The target is known to be right: written and shown to match, found
+    /// identical, or verified. (Skipped by a filter or source missing is not.)
+    pub fn is_success(self) -> bool {
+        matches!(
+            self,
+            Outcome::Copied | Outcome::TagsUpdated | Outcome::Verified | Outcome::SkippedIdentical
+        )
+    }
+}
+
 impl Aggregator {
-    /// `keep_failed`: remember failed rows (for a failures manifest).
+    /// `keep_failed`: remember failed, source-missing and (some) skipped rows
+    /// (for a failures manifest and the key lists of `commander report`).
     pub fn new(keep_failed: bool) -> Self {
         Aggregator {
             keep_failed,
@@ -542,9 +609,25 @@ impl Aggregator {
             self.latest
                 .insert(h, (ts, row.outcome, row.size.unwrap_or(0)));
         }
-        if self.keep_failed && row.outcome == Outcome::Failed {
-            self.failed_rows.push(row);
+        if !self.keep_failed {
+            return;
         }
+        match row.outcome {
+            Outcome::Failed | Outcome::SourceMissing => self.kept_rows.push(row),
+            Outcome::SkippedIdentical | Outcome::SkippedFiltered
+                if self.kept_skipped < SKIPPED_KEPT =>
+            {
+                self.kept_skipped += 1;
+                self.kept_rows.push(row);
+            }
+            _ => {}
+        }
+    }
+
+    /// The latest outcome of `key` from `source` (`s3://bucket`, as report rows
+    /// name it), if any row was added for it.
+    pub fn latest(&self, source: &str, key: &str) -> Option<Outcome> {
+        self.latest.get(&hash_of(source, key)).map(|(_, o, _)| *o)
     }
 
     /// The summary so far, without consuming the aggregator (so `commander
@@ -556,17 +639,29 @@ impl Aggregator {
 
     /// The summary, and the rows whose latest outcome is `failed`.
     pub fn finish(self) -> (Summary, Vec<ReportRow>) {
-        let (s, keep) = self.summarize();
-        let failed = self
-            .failed_rows
-            .into_iter()
-            .zip(keep)
-            .filter_map(|(row, k)| k.then_some(row))
-            .collect();
-        (s, failed)
+        let (s, keys) = self.finish_keys();
+        (s, keys.failed)
     }
 
-    /// The summary, and per kept failed row whether it is still the key's latest outcome.
+    /// The summary, and the kept rows that are still their key's latest outcome.
+    pub fn finish_keys(self) -> (Summary, KeptKeys) {
+        let (s, keep) = self.summarize();
+        let mut keys = KeptKeys::default();
+        for (row, k) in self.kept_rows.into_iter().zip(keep) {
+            if !k {
+                continue;
+            }
+            match row.outcome {
+                Outcome::Failed => keys.failed.push(row),
+                Outcome::SourceMissing => keys.source_missing.push(row),
+                _ => keys.skipped.push(row),
+            }
+        }
+        (s, keys)
+    }
+
+    /// The summary, and per kept row whether it is still its key's latest
+    /// outcome (the first such row of a key only).
     fn summarize(&self) -> (Summary, Vec<bool>) {
         let mut s = Summary {
             rows: self.rows,
@@ -580,22 +675,27 @@ impl Aggregator {
                 .entry(outcome.as_str().to_string())
                 .or_default() += 1;
             match outcome {
-                Outcome::Copied | Outcome::TagsUpdated | Outcome::Verified => {
+                Outcome::Copied | Outcome::TagsUpdated => {
                     s.succeeded += 1;
                     s.bytes += size;
+                }
+                Outcome::Verified => {
+                    s.succeeded += 1;
+                    s.bytes_compared += size;
                 }
                 Outcome::SkippedIdentical | Outcome::SkippedFiltered => s.skipped += 1,
                 Outcome::SourceMissing => s.source_missing += 1,
                 Outcome::Failed => s.failed += 1,
             }
         }
-        let mut keep = Vec::with_capacity(self.failed_rows.len());
-        for row in &self.failed_rows {
+        let mut keep = Vec::with_capacity(self.kept_rows.len());
+        let mut seen = std::collections::HashSet::new();
+        for row in &self.kept_rows {
             let h = key_hash(row);
-            let still_failed = self.latest.get(&h).is_some_and(|(t, o, _)| {
-                *o == Outcome::Failed && *t == row.finished_at.timestamp_micros()
-            });
-            if still_failed {
+            let latest = self.latest.get(&h).is_some_and(|(t, o, _)| {
+                *o == row.outcome && *t == row.finished_at.timestamp_micros()
+            }) && seen.insert(h);
+            if latest && row.outcome == Outcome::Failed {
                 let class = row.error_class.clone().unwrap_or_else(|| "Unknown".into());
                 let fc = s.failures.entry(class).or_default();
                 fc.count += 1;
@@ -607,7 +707,7 @@ impl Aggregator {
                     ));
                 }
             }
-            keep.push(still_failed);
+            keep.push(latest);
         }
         (s, keep)
     }
@@ -697,6 +797,50 @@ mod tests {
         assert_eq!(failed[0].source_key, "k2");
         assert_eq!(s.failures["AccessDenied"].count, 1);
         assert_eq!(failures_manifest(&failed), "src,k2\n");
+    }
+
+    #[test]
+    fn kept_keys_are_the_latest_outcomes_once_each() {
+        let mut a = Aggregator::new(true);
+        a.add(row("gone", Outcome::SourceMissing, 1));
+        a.add(row("gone", Outcome::SourceMissing, 2)); // redelivered
+        a.add(row("back", Outcome::SourceMissing, 1));
+        a.add(row("back", Outcome::Copied, 4)); // created, then repaired
+        a.add(row("same", Outcome::SkippedIdentical, 1));
+        a.add(row("fixed", Outcome::Failed, 1));
+        a.add(row("fixed", Outcome::Copied, 9)); // a repair run's row
+        assert_eq!(a.latest("s3://src", "fixed"), Some(Outcome::Copied));
+        assert_eq!(a.latest("s3://src", "nope"), None);
+        let (s, keys) = a.finish_keys();
+        assert_eq!((s.failed, s.succeeded, s.source_missing), (0, 2, 1));
+        let names = |rows: &[ReportRow]| -> Vec<String> {
+            rows.iter().map(|r| r.source_key.clone()).collect()
+        };
+        assert_eq!(names(&keys.source_missing), ["gone"]);
+        assert_eq!(names(&keys.skipped), ["same"]);
+        assert!(keys.failed.is_empty());
+    }
+
+    #[test]
+    fn verified_bytes_are_compared_not_written() {
+        let mut a = Aggregator::new(false);
+        a.add(row("v", Outcome::Verified, 1));
+        a.add(row("c", Outcome::Copied, 1));
+        let s = a.snapshot();
+        assert_eq!((s.bytes, s.bytes_compared, s.succeeded), (10, 10, 2));
+    }
+
+    #[test]
+    fn old_job_records_still_read() {
+        let old = r#"{"job_id":"j","source":"s3://a","target":"s3://b",
+            "started_at":"2024-01-01T00:00:00Z","finished_at":null,"objects":1,
+            "bytes":2,"messages":1,"per_queue":{},"skipped":{}}"#;
+        let r: JobRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (r.target.as_str(), r.target_root.as_deref()),
+            ("s3://b", None)
+        );
+        assert!(r.repairs.is_empty() && r.prefix.is_empty());
     }
 
     #[test]

@@ -223,6 +223,10 @@ fn job_record(id: &str, objects: u64, started: DateTime<Utc>) -> JobRecord {
         messages: objects.div_ceil(3),
         per_queue: BTreeMap::new(),
         skipped: BTreeMap::new(),
+        target_root: None,
+        prefix: String::new(),
+        target_prefix: None,
+        repairs: Vec::new(),
     }
 }
 

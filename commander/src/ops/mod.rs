@@ -7,7 +7,7 @@
 //! |-------------|------|
 //! | [`status`]  | depths of every queue, done/failed from the reports, throughput and ETA |
 //! | [`report`]  | summary of a job's reports; the failed keys as a CSV manifest |
-//! | [`dlq`]     | peek at the DLQ: keys grouped by error class, messages returned |
+//! | [`dlq`]     | peek at the DLQ: keys grouped by error class, messages returned; `--purge` |
 //! | [`redrive`] | move DLQ messages back onto the work queues (all, or one error class) |
 //! | [`cleanup`] | abort multipart uploads (remove part files) older than an age |
 //!

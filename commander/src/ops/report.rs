@@ -2,7 +2,8 @@
 //! skipped, source missing, failed, bytes; failures grouped by error class
 //! with counts and examples), and on request the failed keys as a
 //! `bucket,key` CSV manifest that `commander run --csv-manifest` reads, so a
-//! re-run targets exactly the keys that failed.
+//! re-run targets exactly the keys that failed. Source-missing and skipped
+//! keys are named too (a bounded list and the count of the rest).
 
 use std::process::ExitCode;
 
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use clap::Args;
 use common::config::Config;
 use common::location::Location;
-use common::report::{failures_manifest, Aggregator, JobRecord, ReportRow, Summary};
+use common::report::{failures_manifest, Aggregator, JobRecord, KeptKeys, ReportRow, Summary};
 use common::store::open::open_store;
 use common::store::PutOptions;
 use serde::Serialize;
@@ -31,6 +32,61 @@ pub struct ReportArgs {
     /// Write the failed keys as a `bucket,key` CSV manifest (for `commander run --csv-manifest`)
     #[arg(long, value_name = "PATH|s3://BUCKET/KEY")]
     pub failures_manifest: Option<String>,
+    /// Also write the source-missing keys to the failures manifest (to re-run them once they exist)
+    #[arg(long, requires = "failures_manifest")]
+    pub include_missing: bool,
+    /// Source-missing and skipped keys named (text and --json); the rest are counted
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub keys: usize,
+}
+
+/// Some keys of one outcome: the first `--keys` of them, and how many more.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KeyList {
+    /// `key` (source-missing) or `key (outcome)` (skipped).
+    pub keys: Vec<String>,
+    /// Keys of this outcome not named.
+    pub more: u64,
+}
+
+impl KeyList {
+    /// The first `n` of `rows`, out of `total` keys of the outcome.
+    fn of(rows: &[ReportRow], total: u64, n: usize, with_outcome: bool) -> Self {
+        let keys: Vec<String> = rows
+            .iter()
+            .take(n)
+            .map(|r| {
+                if with_outcome {
+                    format!("{} ({})", r.source_key, r.outcome)
+                } else {
+                    r.source_key.clone()
+                }
+            })
+            .collect();
+        KeyList {
+            more: total.saturating_sub(keys.len() as u64),
+            keys,
+        }
+    }
+
+    fn render(&self, o: &mut String) {
+        for k in &self.keys {
+            o.push_str(&format!("      {k}\n"));
+        }
+        if self.more > 0 {
+            o.push_str(&format!("      ... and {} more\n", thousands(self.more)));
+        }
+    }
+}
+
+/// `12.0 MiB written`, `22.9 MiB compared` (check mode reads, it does not
+/// write), or both.
+pub fn bytes_phrase(written: u64, compared: u64) -> String {
+    match (written, compared) {
+        (w, 0) => format!("{} written", human_bytes(w)),
+        (0, c) => format!("{} compared", human_bytes(c)),
+        (w, c) => format!("{} written, {} compared", human_bytes(w), human_bytes(c)),
+    }
 }
 
 /// What `report --json` prints.
@@ -44,6 +100,10 @@ pub struct JobReport {
     pub summary: Summary,
     /// Enqueued objects without an outcome yet (needs the job record).
     pub without_outcome: Option<u64>,
+    /// Keys whose latest outcome is source-missing.
+    pub source_missing_keys: KeyList,
+    /// Keys whose latest outcome is skipped (identical or filtered).
+    pub skipped_keys: KeyList,
     /// The failures manifest written, if any.
     pub failures_manifest: Option<ManifestWritten>,
 }
@@ -52,17 +112,20 @@ pub struct JobReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct ManifestWritten {
     pub path: String,
-    /// Rows written (one per failed key).
+    /// Rows written (one per failed key, and per source-missing key with
+    /// `--include-missing`).
     pub keys: u64,
+    /// Of those, source-missing keys.
+    pub source_missing: u64,
     /// Failed keys left out because their source is not a bucket.
     pub skipped_not_s3: u64,
 }
 
-/// Read every report of `job_id` into a summary and the rows still failed.
+/// Read every report of `job_id` into a summary and the keys behind it.
 pub async fn aggregate(
     loc: &common::report::ReportLocation,
     job_id: &str,
-) -> common::Result<(u64, Summary, Vec<ReportRow>)> {
+) -> common::Result<(u64, Summary, KeptKeys)> {
     let mut agg = Aggregator::new(true);
     let files = loc.report_files(job_id).await?;
     for key in &files {
@@ -70,8 +133,8 @@ pub async fn aggregate(
             agg.add(row);
         }
     }
-    let (summary, failed) = agg.finish();
-    Ok((files.len() as u64, summary, failed))
+    let (summary, keys) = agg.finish_keys();
+    Ok((files.len() as u64, summary, keys))
 }
 
 /// Write `text` to a local file or an `s3://bucket/key` object.
@@ -115,6 +178,19 @@ pub fn render_text(r: &JobReport) -> String {
                 thousands(j.objects),
                 human_bytes(j.bytes)
             ));
+            for rp in &j.repairs {
+                o.push_str(&format!(
+                    "repair run      {}: {} keys from {}{}\n",
+                    rp.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    thousands(rp.keys),
+                    rp.source,
+                    if rp.finished_at.is_none() {
+                        " (not finished)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
         }
         None => o.push_str(&format!("job             {}  (no job record)\n", r.job_id)),
     }
@@ -127,13 +203,15 @@ pub fn render_text(r: &JobReport) -> String {
     o.push_str(&format!(
         "succeeded       {}  ({})\n",
         thousands(s.succeeded),
-        human_bytes(s.bytes)
+        bytes_phrase(s.bytes, s.bytes_compared)
     ));
     o.push_str(&format!("skipped         {}\n", thousands(s.skipped)));
+    r.skipped_keys.render(&mut o);
     o.push_str(&format!(
         "source missing  {}\n",
         thousands(s.source_missing)
     ));
+    r.source_missing_keys.render(&mut o);
     o.push_str(&format!("failed          {}\n", thousands(s.failed)));
     if let Some(n) = r.without_outcome.filter(|n| *n > 0) {
         o.push_str(&format!(
@@ -166,6 +244,12 @@ pub fn render_text(r: &JobReport) -> String {
             thousands(m.keys),
             m.path
         ));
+        if m.source_missing > 0 {
+            o.push_str(&format!(
+                "  ({} of them source-missing: --include-missing)\n",
+                thousands(m.source_missing)
+            ));
+        }
         if m.skipped_not_s3 > 0 {
             o.push_str(&format!(
                 "  ({} failed keys left out: their source is a directory)\n",
@@ -190,11 +274,18 @@ pub async fn run(
                 super::describe_location(&loc)
             );
         };
-        let (files, summary, failed) = aggregate(&loc, &job_id).await?;
+        let (files, summary, kept) = aggregate(&loc, &job_id).await?;
         let mut report = JobReport {
             without_outcome: job
                 .as_ref()
                 .map(|j| j.objects.saturating_sub(summary.total)),
+            source_missing_keys: KeyList::of(
+                &kept.source_missing,
+                summary.source_missing,
+                args.keys,
+                false,
+            ),
+            skipped_keys: KeyList::of(&kept.skipped, summary.skipped, args.keys, true),
             job_id,
             job,
             files,
@@ -202,14 +293,23 @@ pub async fn run(
             failures_manifest: None,
         };
         if let Some(path) = &args.failures_manifest {
-            let text = failures_manifest(&failed);
+            let mut rows = kept.failed;
+            let missing = if args.include_missing {
+                let text = failures_manifest(&kept.source_missing);
+                rows.extend(kept.source_missing);
+                text.lines().count() as u64
+            } else {
+                0
+            };
+            let text = failures_manifest(&rows);
             let keys = text.lines().count() as u64;
             write_manifest(cfg, path, text).await?;
             tracing::info!(path, keys, "failures manifest written");
             report.failures_manifest = Some(ManifestWritten {
                 path: path.clone(),
                 keys,
-                skipped_not_s3: failed.len() as u64 - keys,
+                source_missing: missing,
+                skipped_not_s3: rows.len() as u64 - keys,
             });
         }
         anyhow::Ok(report)
@@ -260,9 +360,15 @@ mod tests {
             files: 2,
             summary,
             without_outcome: None,
+            source_missing_keys: KeyList {
+                keys: vec!["gone/a".into()],
+                more: 2,
+            },
+            skipped_keys: KeyList::default(),
             failures_manifest: Some(ManifestWritten {
                 path: "f.csv".into(),
                 keys: 3,
+                source_missing: 0,
                 skipped_not_s3: 0,
             }),
         };
@@ -273,5 +379,17 @@ mod tests {
         assert!(t.contains("e.g. k1: denied"), "{t}");
         assert!(t.contains("3 keys written to f.csv"), "{t}");
         assert!(t.contains("(no job record)"), "{t}");
+        assert!(t.contains("      gone/a\n      ... and 2 more\n"), "{t}");
+        assert!(t.contains("(0 B written)"), "{t}");
+    }
+
+    #[test]
+    fn check_mode_bytes_are_compared() {
+        assert_eq!(bytes_phrase(0, 0), "0 B written");
+        assert_eq!(bytes_phrase(0, 2048), "2.0 KiB compared");
+        assert_eq!(
+            bytes_phrase(1024, 2048),
+            "1.0 KiB written, 2.0 KiB compared"
+        );
     }
 }

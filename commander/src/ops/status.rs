@@ -71,6 +71,8 @@ pub struct Status {
     pub failed: u64,
     /// Bytes written by succeeded keys.
     pub bytes_done: u64,
+    /// Bytes compared by check mode (verified keys; nothing written).
+    pub bytes_compared: u64,
     /// `enqueued - done` (never negative); `None` without a record.
     pub remaining: Option<u64>,
     /// Keys finished per second over the window.
@@ -315,6 +317,7 @@ impl Watcher {
             source_missing: s.source_missing,
             failed: s.failed,
             bytes_done: s.bytes,
+            bytes_compared: s.bytes_compared,
             remaining,
             throughput_per_s: throughput,
             window_seconds,
@@ -375,13 +378,13 @@ pub fn render_text(s: &Status) -> String {
             None => o.push_str(&format!("job         {}  (no job record)\n", job.job_id)),
         }
         o.push_str(&format!(
-            "done        {}  (succeeded {}, skipped {}, source missing {}, failed {}; {} written)\n",
+            "done        {}  (succeeded {}, skipped {}, source missing {}, failed {}; {})\n",
             thousands(s.done),
             thousands(s.succeeded),
             thousands(s.skipped),
             thousands(s.source_missing),
             thousands(s.failed),
-            human_bytes(s.bytes_done)
+            super::report::bytes_phrase(s.bytes_done, s.bytes_compared)
         ));
         if let Some(r) = s.remaining {
             o.push_str(&format!("remaining   {}\n", thousands(r)));
@@ -555,6 +558,7 @@ mod tests {
             source_missing: 0,
             failed: 1,
             bytes_done: 2048,
+            bytes_compared: 0,
             remaining: None,
             throughput_per_s: 0.5,
             window_seconds: 300.0,
