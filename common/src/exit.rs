@@ -24,8 +24,10 @@ pub enum Exit {
     /// reached (missing bucket, denied, connection refused), or the executor's
     /// circuit breaker stopped it.
     Endpoint,
-    /// The command ran to its end, but keys failed (parked in the DLQ, or a
-    /// report that counts failures).
+    /// The command ran to its end, but some of its work failed (keys parked
+    /// in the DLQ, messages redrive could not move, uploads cleanup could not
+    /// abort). `commander report` and `status` describe a job and exit 0
+    /// whatever it holds: their output is the verdict.
     Failures,
     /// A signal stopped the command before its work was done.
     Interrupted,

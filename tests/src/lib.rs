@@ -196,9 +196,20 @@ pub fn bin(name: &str) -> PathBuf {
     let root = workspace_root();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        build
             .current_dir(&root)
-            .args(["build", "--quiet", "-p", "commander", "-p", "executor"])
+            .args(["build", "--quiet", "-p", "commander", "-p", "executor"]);
+        // `cargo test` gives each test process the variables it sets for a
+        // crate (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...). Build scripts that
+        // watch them (ring's watches CARGO_MANIFEST_DIR) would see them change
+        // and rebuild half the SDK in every test process: minutes each.
+        for (k, _) in std::env::vars() {
+            if is_crate_variable(&k) {
+                build.env_remove(k);
+            }
+        }
+        let status = build
             .status()
             .expect("run cargo build");
         assert!(status.success(), "cargo build of the binaries failed");
@@ -207,6 +218,22 @@ pub fn bin(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
     target.join("debug").join(name)
+}
+
+/// A variable cargo sets for the crate it builds or tests, not a setting of
+/// cargo itself (those are `CARGO_HOME`, `CARGO_TARGET_DIR`, `CARGO_BUILD_*`, ...).
+fn is_crate_variable(name: &str) -> bool {
+    [
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// The workspace's top directory.
