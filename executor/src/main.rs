@@ -31,8 +31,8 @@ fn main() -> ExitCode {
         match executor::run(cli, shutdown).await {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "executor failed");
-                eprintln!("error: {e:#}");
+                tracing::error!(error = %common::error::human_chain(e.as_ref()), "executor failed");
+                eprintln!("error: {}", common::error::human_chain(e.as_ref()));
                 ExitCode::FAILURE
             }
         }
