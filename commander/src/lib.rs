@@ -41,6 +41,7 @@ pub const EXIT_FAILED: u8 = 1;
 /// listed is accounted for and the resume point is printed.
 pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     common::config::apply_dotenv_to_process(cli.global.env_file.as_deref())?;
+    common::config::warn_unknown_env(cli.global.env_file.as_deref(), &[], &[]);
     let flags: Vec<(&str, Option<String>, &str)> = match &cli.command {
         Command::Run(r) => vec![(
             "migration.batch_num",

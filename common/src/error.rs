@@ -130,6 +130,16 @@ impl Error {
         self.class == Transport::Timeout.class() || self.class == Transport::Dispatch.class()
     }
 
+    /// `subject: message` with each cause once, without the class: what a
+    /// key's failure says in logs, DLQ entries and reports (whose class is a
+    /// field of its own), naming the side that failed.
+    pub fn described(&self) -> String {
+        match self.subject.is_empty() {
+            true => self.full_message(),
+            false => format!("{}: {}", self.subject, self.full_message()),
+        }
+    }
+
     /// One line for people, the form every final error and every "stopping"
     /// line uses: `subject: message` with each cause once, and the class in
     /// parentheses only when the text does not already say it (never for

@@ -15,6 +15,9 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
+    let own = Cli::env_names();
+    let own: Vec<&str> = own.iter().map(String::as_str).collect();
+    common::config::warn_unknown_env(cli.global.env_file.as_deref(), &own, &["EXECUTOR_"]);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
