@@ -311,7 +311,11 @@ impl JobRun {
 /// A run's error in one sentence: [`common::Error::human`], and for an
 /// endpoint that never answered, which side it is and where its URL is set.
 fn error_line(e: &common::Error) -> String {
-    if !e.is_unreachable() {
+    // `cannot reach URL (reason)` / `no answer from URL (reason)`: the words
+    // common::clients gives a request that reached no server (a transport
+    // class alone may be, e.g., missing credentials).
+    let no_server = e.message.contains("cannot reach ") || e.message.contains("no answer from ");
+    if !(e.is_unreachable() && no_server) {
         return e.human();
     }
     match e.subject.starts_with("s3://") {

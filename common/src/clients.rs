@@ -233,20 +233,40 @@ where
     E: std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
 {
+    // The SDK's own layers say only which layer failed; skip them.
+    const GENERIC: [&str; 9] = [
+        "dispatch failure",
+        "io error",
+        "other",
+        "timeout",
+        "user error",
+        "response error",
+        "construction failure",
+        "failed to construct request",
+        "service error",
+    ];
+    let mut specific = None;
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(c) = cause {
         if let Some(u) = c.downcast_ref::<Unreachable>() {
             return u.to_string();
         }
+        let text = c.to_string();
+        if specific.is_none() && !GENERIC.contains(&text.as_str()) {
+            specific = Some(strip_os_error(&text));
+        }
         cause = c.source();
     }
-    match transport {
+    let what = match transport {
         Transport::Timeout => "request timed out",
         Transport::Dispatch => "request could not be sent",
         Transport::Response => "the response could not be read",
         Transport::Construction => "the request could not be built",
+    };
+    match specific {
+        Some(s) => format!("{what}: {s}"),
+        None => what.to_string(),
     }
-    .to_string()
 }
 
 /// The reason in a connector error's chain, and whether it is an "early"
@@ -443,8 +463,11 @@ mod reach_impl {
                 ConnectorError::other(source, conn.as_other())
             };
             *err = OrchestratorError::connector(replaced);
-            cfg.interceptor_state()
-                .store_put(LastFailure(Some(format!("{reason} to {endpoint}"))));
+            let said = match reason.contains(&host) {
+                true => format!("{reason} ({endpoint})"),
+                false => format!("{reason} to {endpoint}"),
+            };
+            cfg.interceptor_state().store_put(LastFailure(Some(said)));
             Ok(())
         }
     }
