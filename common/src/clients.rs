@@ -191,6 +191,11 @@ pub async fn sqs_client(cfg: &Config) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(builder.build())
 }
 
+/// Filter directives that keep the SDK's own log lines (IMDS and
+/// credential-chain warnings, `Debug` dumps of its errors) to errors; see
+/// `logging`.
+pub const QUIET_SDK_LOGS: &str = "aws_config=error,aws_smithy_runtime=error,aws_runtime=error";
+
 /// Connection refused, DNS and TLS failures get at most this many attempts in
 /// all, per client, until its endpoint has answered once: a wrong endpoint
 /// fails the first call of a run in seconds instead of after `max_attempts`

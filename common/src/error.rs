@@ -289,7 +289,7 @@ mod tests {
     }
 
     /// An SDK-like error whose Display restates the service message, as
-    /// `SdkError` → `GetObjectError` do (`service error` → `Code: message`).
+    /// the SDK's error and its operation error do (`service error` → `Code: message`).
     #[derive(Debug)]
     struct Restating(&'static str, Option<Box<Restating>>);
 

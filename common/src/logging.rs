@@ -131,7 +131,7 @@ fn quiet_sdk(level: &str) -> String {
     let verbose = matches!(level.trim(), "debug" | "trace") || level.contains("aws");
     match verbose {
         true => level.to_string(),
-        false => format!("{level},aws_config=error,aws_smithy_runtime=error,aws_runtime=error"),
+        false => format!("{level},{}", crate::clients::QUIET_SDK_LOGS),
     }
 }
 
@@ -143,7 +143,7 @@ mod tests {
     fn sdk_warnings_are_quiet_unless_asked_for() {
         assert_eq!(
             quiet_sdk("info"),
-            "info,aws_config=error,aws_smithy_runtime=error,aws_runtime=error"
+            format!("info,{}", crate::clients::QUIET_SDK_LOGS)
         );
         assert_eq!(quiet_sdk("debug"), "debug");
         assert_eq!(quiet_sdk("info,aws_config=warn"), "info,aws_config=warn");
