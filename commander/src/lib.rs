@@ -41,6 +41,7 @@ use summary::{shell_quote, QueueCount, Summary};
 /// listed is accounted for and the resume point is printed.
 pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     common::config::apply_dotenv_to_process(cli.global.env_file.as_deref())?;
+    common::config::warn_unknown_env(cli.global.env_file.as_deref(), &[], &[]);
     let flags: Vec<(&str, Option<String>, &str)> = match &cli.command {
         Command::Run(r) => vec![(
             "migration.batch_num",
@@ -140,7 +141,8 @@ async fn run_job(
     } else {
         println!("job {job_id}");
     }
-    tracing::info!(job_id = %job_id, source = %plan.describe, target = %plan.target_full, kind = plan.kind.name(), dry_run = args.dry_run, "run starting");
+    // DEBUG: the output says the job id now, and source and target in the summary.
+    tracing::debug!(job_id = %job_id, source = %plan.describe, target = %plan.target_full, kind = plan.kind.name(), dry_run = args.dry_run, "run starting");
 
     // Manifests are checked whole (checksums, every row) before anything is
     // sent, so a bad manifest leaves nothing half-done. A dry run needs no
@@ -287,7 +289,7 @@ impl JobRun {
         let c = &self.counters;
         let objects = c.keys_sent.load(Ordering::Relaxed);
         let error = match (&outcome.error, outcome.interrupted) {
-            (Some(e), _) => Some(e.to_string()),
+            (Some(e), _) => Some(error_line(e)),
             (None, true) => Some("interrupted".to_string()),
             (None, false) => None,
         };
@@ -319,6 +321,30 @@ impl JobRun {
             resume_start_after: outcome.resume.clone().map(|r| r.unwrap_or_default()),
             resume_from: outcome.resume_row.map(|r| r.to_string()),
         }
+    }
+}
+
+/// A run's error in one sentence: [`common::Error::human`], and for an
+/// endpoint that never answered, which side it is and where its URL is set.
+fn error_line(e: &common::Error) -> String {
+    // `cannot reach URL (reason)` / `no answer from URL (reason)`: the words
+    // common::clients gives a request that reached no server (a transport
+    // class alone may be, e.g., missing credentials).
+    let no_server = e.message.contains("cannot reach ") || e.message.contains("no answer from ");
+    if !(e.is_unreachable() && no_server) {
+        return e.human();
+    }
+    match e.subject.starts_with("s3://") {
+        true => format!(
+            "listing the source {}: {}; check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 or endpoint_url under aws in config.yml",
+            e.subject,
+            e.full_message()
+        ),
+        false => format!(
+            "sending to the queue {}: {}; check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS or sqs.endpoint_url in config.yml",
+            e.subject,
+            e.full_message()
+        ),
     }
 }
 

@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
     match commander::run(cli, shutdown).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", common::error::human_chain(e.as_ref()));
             common::exit::Exit::for_anyhow(&e).to_exit_code()
         }
     }

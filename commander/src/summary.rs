@@ -97,7 +97,7 @@ impl Summary {
         } else {
             "sent"
         };
-        o.push_str(&format!("job      {}\n", self.job_id));
+        // No `job` line: `run` printed the id when it started (once is enough).
         o.push_str(&format!(
             "source   {} ({})\n",
             self.source, self.source_kind
@@ -252,8 +252,11 @@ mod tests {
             resume_from: None,
         };
         let t = s.render_text();
+        assert!(
+            !t.contains("job-1"),
+            "the id is printed when the run starts"
+        );
         for want in [
-            "job-1",
             "s3://src/p/",
             "1,000 sent",
             "2.0 KiB",

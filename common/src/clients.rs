@@ -101,9 +101,12 @@ pub fn s3_config(
         checksums = %section.request_checksum_calculation,
         "S3 client"
     );
+    let reach = Reach::default();
     builder
         .force_path_style(path_style)
         .request_checksum_calculation(checksum_mode(&section.request_checksum_calculation))
+        .interceptor(reach.clone())
+        .retry_classifier(reach)
         .build()
 }
 
@@ -183,7 +186,326 @@ pub async fn sqs_client(cfg: &Config) -> aws_sdk_sqs::Client {
             .unwrap_or("-"),
         "SQS client"
     );
+    let reach = Reach::default();
+    builder = builder.interceptor(reach.clone()).retry_classifier(reach);
     aws_sdk_sqs::Client::from_conf(builder.build())
+}
+
+/// Filter directives that keep the SDK's own log lines (IMDS and
+/// credential-chain warnings, `Debug` dumps of its errors) to errors; see
+/// `logging`.
+pub const QUIET_SDK_LOGS: &str = "aws_config=error,aws_smithy_runtime=error,aws_runtime=error";
+
+/// Connection refused, DNS and TLS failures get at most this many attempts in
+/// all, per client, until its endpoint has answered once: a wrong endpoint
+/// fails the first call of a run in seconds instead of after `max_attempts`
+/// backoffs (about a minute). Once anything has answered, a failure gets the
+/// section's full `max_attempts` again (a restart of the server, not a typo).
+pub const UNREACHED_ATTEMPTS: u32 = 3;
+
+/// Why a request got no answer, and from where: what [`Reach`] puts in place
+/// of the HTTP connector's own error, so messages say `cannot reach
+/// http://127.0.0.1:1 (connection refused)` and never carry the SDK's `Debug`
+/// dump (logged at DEBUG instead).
+#[derive(Debug)]
+pub struct Unreachable {
+    /// `scheme://host[:port]` the request was sent to.
+    pub endpoint: String,
+    /// A few words: `connection refused`, `DNS lookup failed for foo.example`.
+    pub reason: String,
+    /// Refused, DNS or TLS: retrying is pointless until the endpoint answers.
+    early: bool,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.reason.starts_with("read ") {
+            true => write!(f, "no answer from {} ({})", self.endpoint, self.reason),
+            false => write!(f, "cannot reach {} ({})", self.endpoint, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// A transport failure in words: the [`Unreachable`] that [`Reach`] left in
+/// the error (endpoint and reason), else a plain phrase for its kind.
+pub(crate) fn transport_message<E, R>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    transport: Transport,
+) -> String
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    // The SDK's own layers say only which layer failed; skip them.
+    const GENERIC: [&str; 9] = [
+        "dispatch failure",
+        "io error",
+        "other",
+        "timeout",
+        "user error",
+        "response error",
+        "construction failure",
+        "failed to construct request",
+        "service error",
+    ];
+    let mut specific = None;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(c) = cause {
+        if let Some(u) = c.downcast_ref::<Unreachable>() {
+            return u.to_string();
+        }
+        let text = c.to_string();
+        if specific.is_none() && !GENERIC.contains(&text.as_str()) {
+            specific = Some(strip_os_error(&text));
+        }
+        cause = c.source();
+    }
+    let what = match transport {
+        Transport::Timeout => "request timed out",
+        Transport::Dispatch => "request could not be sent",
+        Transport::Response => "the response could not be read",
+        Transport::Construction => "the request could not be built",
+    };
+    match specific {
+        Some(s) => format!("{what}: {s}"),
+        None => what.to_string(),
+    }
+}
+
+/// The reason in a connector error's chain, and whether it is an "early"
+/// failure (refused, DNS, TLS). `host`: what a DNS failure names.
+fn failure_reason(err: &(dyn std::error::Error + 'static), host: &str) -> (String, bool) {
+    let mut texts = Vec::new();
+    let mut cause = Some(err);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            let known = match io.kind() {
+                K::ConnectionRefused => Some(("connection refused", true)),
+                K::ConnectionReset => Some(("connection reset", false)),
+                K::ConnectionAborted => Some(("connection aborted", false)),
+                K::TimedOut => Some(("timed out", false)),
+                _ => None,
+            };
+            if let Some((why, early)) = known {
+                return (why.to_string(), early);
+            }
+        }
+        texts.push(c.to_string());
+        cause = c.source();
+    }
+    if texts.iter().any(|t| t.starts_with("dns error")) {
+        return (format!("DNS lookup failed for {host}"), true);
+    }
+    // The SDK's "HTTP connect timeout occurred after 10s".
+    if let Some((what, after)) = texts
+        .iter()
+        .find_map(|t| t.split_once(" timeout occurred after "))
+    {
+        let what = what.trim_start_matches("HTTP ").to_lowercase();
+        return (format!("{what} timed out after {after}"), false);
+    }
+    let innermost = texts.last().map(|t| strip_os_error(t)).unwrap_or_default();
+    let tls = texts.iter().any(|t| {
+        let t = t.to_lowercase();
+        t.contains("certificate") || t.contains("tls") || t.contains("handshake")
+    });
+    match tls {
+        true => (format!("TLS failed: {innermost}"), true),
+        false => (innermost.to_string(), false),
+    }
+}
+
+/// `Network is unreachable (os error 101)` → `network is unreachable`.
+fn strip_os_error(text: &str) -> String {
+    let t = match text.rfind(" (os error ") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    let mut chars = t.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// `http://127.0.0.1:1/bucket?x` → `http://127.0.0.1:1`.
+fn origin_of(uri: &str) -> String {
+    match uri.find("://") {
+        Some(i) => {
+            let rest = &uri[i + 3..];
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            format!("{}{}", &uri[..i + 3], &rest[..end])
+        }
+        None => uri.to_string(),
+    }
+}
+
+/// Per client: has its endpoint ever answered, and how many early failures
+/// (refused, DNS, TLS) it has seen before that.
+#[derive(Debug, Default)]
+struct ReachState {
+    answered: std::sync::atomic::AtomicBool,
+    unreached_failures: std::sync::atomic::AtomicU32,
+}
+
+/// Every client's interceptor and retry classifier: names the endpoint and
+/// the reason of a transport failure ([`Unreachable`]), says `retrying: …
+/// (attempt N of M)` at WARN while the SDK retries one, and stops retrying
+/// early failures after [`UNREACHED_ATTEMPTS`] while the endpoint has never
+/// answered.
+#[derive(Debug, Clone, Default)]
+struct Reach(std::sync::Arc<ReachState>);
+
+/// Where this operation's requests go (set before each transmit).
+#[derive(Debug, Clone)]
+struct Origin(String);
+
+/// The last attempt's transport failure in words, `None` when it got an answer.
+#[derive(Debug, Clone)]
+struct LastFailure(Option<String>);
+
+mod reach_impl {
+    use super::*;
+    use aws_smithy_runtime_api::box_error::BoxError;
+    use aws_smithy_runtime_api::client::interceptors::context::{
+        BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextMut, InterceptorContext,
+    };
+    use aws_smithy_runtime_api::client::interceptors::Intercept;
+    use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_runtime_api::client::retries::classifiers::{
+        ClassifyRetry, RetryAction, RetryClassifierPriority,
+    };
+    use aws_smithy_runtime_api::client::retries::RequestAttempts;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+    use std::sync::atomic::Ordering;
+
+    impl Storable for Origin {
+        type Storer = StoreReplace<Self>;
+    }
+
+    impl Storable for LastFailure {
+        type Storer = StoreReplace<Self>;
+    }
+
+    impl Intercept for Reach {
+        fn name(&self) -> &'static str {
+            "s3mig-reach"
+        }
+
+        fn read_before_attempt(
+            &self,
+            _ctx: &BeforeTransmitInterceptorContextRef<'_>,
+            _rc: &RuntimeComponents,
+            cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let attempt = cfg.load::<RequestAttempts>().map_or(1, |a| a.attempts());
+            if attempt > 1 {
+                let max = cfg
+                    .load::<aws_smithy_types::retry::RetryConfig>()
+                    .map_or(attempt, |r| r.max_attempts());
+                match cfg.load::<LastFailure>() {
+                    Some(LastFailure(Some(why))) => {
+                        tracing::warn!("retrying: {why} (attempt {attempt} of {max})")
+                    }
+                    _ => tracing::debug!(attempt, max, "retrying"),
+                }
+            }
+            Ok(())
+        }
+
+        fn read_before_transmit(
+            &self,
+            ctx: &BeforeTransmitInterceptorContextRef<'_>,
+            _rc: &RuntimeComponents,
+            cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let origin = origin_of(ctx.request().uri());
+            cfg.interceptor_state().store_put(Origin(origin));
+            Ok(())
+        }
+
+        fn modify_before_attempt_completion(
+            &self,
+            ctx: &mut FinalizerInterceptorContextMut<'_>,
+            _rc: &RuntimeComponents,
+            cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            if ctx.response().is_some() {
+                self.0.answered.store(true, Ordering::Relaxed);
+                cfg.interceptor_state().store_put(LastFailure(None));
+                return Ok(());
+            }
+            let endpoint = cfg
+                .load::<Origin>()
+                .map_or_else(|| "the endpoint".to_string(), |o| o.0.clone());
+            let Some(Err(err)) = ctx.output_or_error_mut() else {
+                return Ok(());
+            };
+            let Some(conn) = err.as_connector_error() else {
+                return Ok(());
+            };
+            let host = endpoint.split_once("://").map_or(&*endpoint, |(_, h)| h);
+            let host = host.rsplit_once(':').map_or(host, |(h, _)| h).to_string();
+            let (reason, early) = failure_reason(conn, &host);
+            tracing::debug!(%endpoint, error = ?conn, "request got no answer");
+            let source: BoxError = Box::new(Unreachable {
+                endpoint: endpoint.clone(),
+                reason: reason.clone(),
+                early,
+            });
+            let replaced = if conn.is_timeout() {
+                ConnectorError::timeout(source)
+            } else if conn.is_io() {
+                ConnectorError::io(source)
+            } else if conn.is_user() {
+                ConnectorError::user(source)
+            } else {
+                ConnectorError::other(source, conn.as_other())
+            };
+            *err = OrchestratorError::connector(replaced);
+            let said = match reason.contains(&host) {
+                true => format!("{reason} ({endpoint})"),
+                false => format!("{reason} to {endpoint}"),
+            };
+            cfg.interceptor_state().store_put(LastFailure(Some(said)));
+            Ok(())
+        }
+    }
+
+    impl ClassifyRetry for Reach {
+        fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+            let unreachable = match ctx.output_or_error() {
+                Some(Err(e)) => e
+                    .as_connector_error()
+                    .and_then(std::error::Error::source)
+                    .and_then(|s| s.downcast_ref::<Unreachable>()),
+                _ => None,
+            };
+            match unreachable {
+                Some(u) if u.early && !self.0.answered.load(Ordering::Relaxed) => {
+                    let n = self.0.unreached_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n >= UNREACHED_ATTEMPTS {
+                        return RetryAction::RetryForbidden;
+                    }
+                    RetryAction::NoActionIndicated
+                }
+                _ => RetryAction::NoActionIndicated,
+            }
+        }
+
+        fn name(&self) -> &'static str {
+            "s3mig-unreached"
+        }
+
+        fn priority(&self) -> RetryClassifierPriority {
+            RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -725,6 +725,88 @@ fn process_env() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Prefixes of the environment names the configuration reads (see [`KEYS`]):
+/// a variable starting with one of them that is no key's name is taken for a
+/// typo. The bare seed names count as prefixes too, so `QUEUE_NUMS` and
+/// `BATCH_NUMS` are caught. Not ours, never warned about: `AWS_*` (the SDK's),
+/// `RUST_LOG`, `S3MIG_*` (the test suite's and scripts'), anything else.
+pub const ENV_PREFIXES: &[&str] = &[
+    "INVENTORY_",
+    "COPY_",
+    "MIGRATION_",
+    "SQS_",
+    "QUEUE_",
+    "REPORT_",
+    "BATCH_NUM",
+    "DEAD_QUEUE_NAME",
+    "MAX_RECEIVE_NUM",
+];
+
+/// Say on stderr, once per name, which variables of the environment or the
+/// `.env` file look like ours ([`ENV_PREFIXES`], plus `extra_prefixes`) but
+/// name nothing we read, with the closest known name. `extra_known` and
+/// `extra_prefixes`: a binary's own variables (the executor's `EXECUTOR_*`
+/// flags); the commander passes none, so it never judges `EXECUTOR_*`.
+/// Call after [`apply_dotenv_to_process`] (the `.env` names are then in the
+/// environment, and remembered as coming from the file).
+pub fn warn_unknown_env(env_file: Option<&Path>, extra_known: &[&str], extra_prefixes: &[&str]) {
+    let applied = DOTENV_APPLIED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    let file = env_file.map_or_else(|| DEFAULT_ENV_FILE.to_string(), |p| p.display().to_string());
+    for (name, suggestion) in unknown_env_names(&names, extra_known, extra_prefixes) {
+        let origin = match applied.contains(&name) {
+            true => format!("{file}: variable {name}"),
+            false => format!("environment variable {name}"),
+        };
+        match suggestion {
+            Some(s) => eprintln!("warning: {origin} is not a setting; did you mean {s}?"),
+            None => eprintln!("warning: {origin} is not a setting (see docs/config.md); ignored"),
+        }
+    }
+}
+
+/// The names among `names` that look like ours but are unknown, each once,
+/// sorted, with the closest known name when one is close (the same rule as
+/// an unknown config key's did-you-mean).
+pub fn unknown_env_names(
+    names: &[String],
+    extra_known: &[&str],
+    extra_prefixes: &[&str],
+) -> Vec<(String, Option<String>)> {
+    let known: BTreeSet<&str> = KEYS
+        .iter()
+        .flat_map(|k| k.env.iter().copied())
+        .chain(extra_known.iter().copied())
+        .collect();
+    let ours = |n: &str| {
+        ENV_PREFIXES
+            .iter()
+            .chain(extra_prefixes)
+            .any(|p| n.starts_with(p))
+    };
+    let unknown: BTreeSet<&String> = names
+        .iter()
+        .filter(|n| ours(n) && !known.contains(n.as_str()))
+        .collect();
+    unknown
+        .into_iter()
+        .map(|n| {
+            let best = known
+                .iter()
+                .map(|c| (edit_distance(n, c), *c))
+                .min()
+                .filter(|(d, c)| *d <= 2 || *d * 3 <= n.len().max(c.len()))
+                .map(|(_, c)| c.to_string());
+            (n.clone(), best)
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // Loading
 // ---------------------------------------------------------------------------
@@ -2233,6 +2315,39 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.queue_names().len(), 5);
         assert_eq!(c.queue_names()[4], "s3-migration-05");
+    }
+
+    #[test]
+    fn unknown_env_names_are_ours_by_prefix_only() {
+        let names: Vec<String> = [
+            "QUEUE_NUMS",
+            "QUEUE_NUM",
+            "COPY_REGON_NAME",
+            "EXECUTOR_MODEE",
+            "S3MIG_TEST_ENDPOINT",
+            "AWS_ENDPOINT_URL",
+            "PATH",
+            "BATCH_NUMS",
+        ]
+        .map(String::from)
+        .to_vec();
+        let found = unknown_env_names(&names, &[], &[]);
+        assert_eq!(
+            found,
+            vec![
+                ("BATCH_NUMS".to_string(), Some("BATCH_NUM".to_string())),
+                (
+                    "COPY_REGON_NAME".to_string(),
+                    Some("COPY_REGION_NAME".to_string())
+                ),
+                ("QUEUE_NUMS".to_string(), Some("QUEUE_NUM".to_string())),
+            ]
+        );
+        let found = unknown_env_names(&names, &["EXECUTOR_MODE"], &["EXECUTOR_"]);
+        assert!(found.contains(&(
+            "EXECUTOR_MODEE".to_string(),
+            Some("EXECUTOR_MODE".to_string())
+        )));
     }
 
     #[test]

@@ -116,18 +116,38 @@ pub fn subscriber(
 
 /// The level filter: `RUST_LOG` (when given) wins over `level`.
 fn filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter> {
-    let (subject, directive) = match rust_log {
-        Some(v) => ("RUST_LOG", v),
-        None => ("migration.log_level", level),
+    let (subject, given, directive) = match rust_log {
+        Some(v) => ("RUST_LOG", v, v.to_string()),
+        None => ("migration.log_level", level, quiet_sdk(level)),
     };
-    EnvFilter::try_new(directive).map_err(|e| {
-        Error::input(subject, format!("invalid log level '{directive}'")).with_source(e)
-    })
+    EnvFilter::try_new(&directive)
+        .map_err(|e| Error::input(subject, format!("invalid log level '{given}'")).with_source(e))
+}
+
+/// The SDK's own WARN lines (IMDS, the credential chain) are `Debug` dumps of
+/// its errors; our messages say the same in words. They are kept at `debug`
+/// and `trace`, when the level names an `aws` target, and under `RUST_LOG`.
+fn quiet_sdk(level: &str) -> String {
+    let verbose = matches!(level.trim(), "debug" | "trace") || level.contains("aws");
+    match verbose {
+        true => level.to_string(),
+        false => format!("{level},{}", crate::clients::QUIET_SDK_LOGS),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sdk_warnings_are_quiet_unless_asked_for() {
+        assert_eq!(
+            quiet_sdk("info"),
+            format!("info,{}", crate::clients::QUIET_SDK_LOGS)
+        );
+        assert_eq!(quiet_sdk("debug"), "debug");
+        assert_eq!(quiet_sdk("info,aws_config=warn"), "info,aws_config=warn");
+    }
     use crate::error::ErrorKind;
 
     #[test]

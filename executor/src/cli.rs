@@ -160,6 +160,15 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The environment variables the executor's flags read (`EXECUTOR_MODE`, …):
+    /// known names for [`common::config::warn_unknown_env`].
+    pub fn env_names() -> Vec<String> {
+        <Cli as clap::CommandFactory>::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env()?.to_str().map(str::to_string))
+            .collect()
+    }
+
     /// Flags that are config keys, as `(key path, value, flag name)` for `Config::load`.
     pub fn config_flags(&self) -> Vec<(&'static str, Option<String>, &'static str)> {
         vec![

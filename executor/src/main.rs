@@ -17,6 +17,9 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return Exit::for_error(&e).to_exit_code();
     }
+    let own = Cli::env_names();
+    let own: Vec<&str> = own.iter().map(String::as_str).collect();
+    common::config::warn_unknown_env(cli.global.env_file.as_deref(), &own, &["EXECUTOR_"]);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,7 +36,7 @@ fn main() -> ExitCode {
         match executor::run(cli, shutdown).await {
             Ok(stats) => executor::exit_for(&stats, until_empty).to_exit_code(),
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", common::error::human_chain(e.as_ref()));
                 Exit::for_anyhow(&e).to_exit_code()
             }
         }

@@ -209,9 +209,7 @@ pub fn bin(name: &str) -> PathBuf {
                 build.env_remove(k);
             }
         }
-        let status = build
-            .status()
-            .expect("run cargo build");
+        let status = build.status().expect("run cargo build");
         assert!(status.success(), "cargo build of the binaries failed");
     });
     let target = std::env::var("CARGO_TARGET_DIR")

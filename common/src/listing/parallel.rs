@@ -475,10 +475,15 @@ async fn run_step(
         } else {
             format!("{}/{}", store.describe(), range.prefix)
         };
-        let message = format!(
-            "listing prefix `{}`{at} failed: {}",
-            range.prefix, e.message
-        );
+        // An endpoint that never answered is not about this prefix: its own
+        // words (`cannot reach URL (reason)`) are the whole message.
+        let message = match e.is_unreachable() {
+            true => e.message.clone(),
+            false => format!(
+                "listing prefix `{}`{at} failed: {}",
+                range.prefix, e.message
+            ),
+        };
         Error::new(e.kind, e.class.clone(), subject, message).with_source(e)
     })?;
     walk.stats.pages.fetch_add(1, Ordering::Relaxed);

@@ -74,7 +74,8 @@ pub async fn init(svc: &dyn QueueService, cfg: &Config) -> Result<Vec<(String, E
     let mut out = Vec::new();
     for spec in specs(cfg) {
         let done = svc.ensure(&spec).await?;
-        tracing::info!(queue = %spec.name, outcome = ?done, "queue ensured");
+        // DEBUG: `commander init` prints each outcome as its output.
+        tracing::debug!(queue = %spec.name, outcome = ?done, "queue ensured");
         out.push((spec.name, done));
     }
     Ok(out)

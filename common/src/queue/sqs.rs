@@ -134,7 +134,8 @@ fn sdk_error<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let (kind, class) = match crate::clients::transport_failure(&err) {
+    let transport = crate::clients::transport_failure(&err);
+    let (kind, class) = match transport {
         Some(t) => (t.kind(), t.class().to_string()),
         None => {
             let code = code_of(&err);
@@ -147,16 +148,17 @@ where
             (error_kind(&code, status), class)
         }
     };
-    let detail = err
-        .message()
-        .map(str::to_string)
-        .unwrap_or_else(|| aws_smithy_types::error::display::DisplayErrorContext(&err).to_string());
+    let detail = match (transport, err.message()) {
+        (Some(t), _) => crate::clients::transport_message(&err, t),
+        (None, Some(m)) => m.to_string(),
+        (None, None) => class.clone(),
+    };
     let message = if kind == ErrorKind::Input && is_missing_queue(&class) {
         format!("queue {queue} does not exist: run `commander init` first")
     } else {
         format!("SQS {op} failed: {detail}")
     };
-    Error::new(kind, class, queue, message).with_source(err)
+    Error::new(kind, class, queue, message).with_stated_source(err)
 }
 
 /// Attributes we manage, in the order `Ensured::Updated` lists them.

@@ -608,15 +608,10 @@ impl ObjectStore for S3Store {
         req = req
             .set_storage_class(storage_class.map(StorageClass::from))
             .set_acl(acl.map(ObjectCannedAcl::from));
-        let out = req.send().await.map_err(|e| {
-            // A missing *source* is what a copy's NotFound is about.
-            let err = map_sdk_error(e, &subject);
-            if err.is_gone() {
-                err.with_subject(src.subject())
-            } else {
-                err
-            }
-        })?;
+        let out = req
+            .send()
+            .await
+            .map_err(|e| on_copy_side(map_sdk_error(e, &subject), src))?;
         required(
             out.copy_object_result().and_then(|r| r.e_tag()),
             "CopyWithoutETag",
@@ -647,7 +642,7 @@ impl ObjectStore for S3Store {
             .set_copy_source_if_match(src.if_match.map(str::to_string))
             .send()
             .await
-            .map_err(|e| map_sdk_error(e, &subject))?;
+            .map_err(|e| on_copy_side(map_sdk_error(e, &subject), src))?;
         required(
             out.copy_part_result().and_then(|r| r.e_tag()),
             "CopyWithoutETag",
@@ -792,15 +787,11 @@ where
     let subject = subject.into();
     let transport = crate::clients::transport_failure(&err);
     let (kind, class, message) = match (&err, transport) {
-        (_, Some(t)) => {
-            let message = match &err {
-                SdkError::DispatchFailure(d) => format!("request could not be sent: {d:?}"),
-                SdkError::ResponseError(_) => "the response could not be read".to_string(),
-                SdkError::ConstructionFailure(_) => "the request could not be built".to_string(),
-                _ => "request timed out".to_string(),
-            };
-            (t.kind(), t.class().to_string(), message)
-        }
+        (_, Some(t)) => (
+            t.kind(),
+            t.class().to_string(),
+            crate::clients::transport_message(&err, t),
+        ),
         (SdkError::ServiceError(se), None) => {
             let code = err.code();
             let status = Some(se.raw().status().as_u16());
@@ -831,7 +822,32 @@ where
     } else {
         subject
     };
-    Error::new(kind, class, subject, message).with_source(err)
+    // The message already says what the SDK error says (code and message,
+    // or endpoint and reason): kept for DEBUG, not repeated in full_message.
+    Error::new(kind, class, subject, message).with_stated_source(err)
+}
+
+/// A copy request (CopyObject, UploadPartCopy) goes to the target, but some
+/// of its refusals are about the source: name the side that failed. The
+/// source's key or version is missing, archived, or changed (`if-match`);
+/// a missing bucket is the source's, since the target bucket was shown to
+/// exist (HeadBucket) before the copy was sent. Anything else (a missing
+/// upload, access, throttling) stays the target's.
+fn on_copy_side(err: Error, src: &CopySource<'_>) -> Error {
+    let source_side = err.class == crate::error::class::NO_SUCH_BUCKET
+        || matches!(
+            err.kind,
+            ErrorKind::InvalidObjectState | ErrorKind::PreconditionFailed
+        )
+        || (err.is_gone() && err.class != crate::error::class::NO_SUCH_UPLOAD);
+    match (
+        source_side,
+        err.class == crate::error::class::NO_SUCH_BUCKET,
+    ) {
+        (false, _) => err,
+        (true, true) => err.with_subject(format!("s3://{}", src.bucket)),
+        (true, false) => err.with_subject(src.subject()),
+    }
 }
 
 fn bucket_of(subject: &str) -> String {

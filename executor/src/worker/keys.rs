@@ -137,7 +137,7 @@ impl Shared {
                 (done.outcome, None, None, done.bytes)
             }
             Err(e) => {
-                let msg = truncate(&e.full_message(), MAX_REASON_BYTES);
+                let msg = truncate(&e.described(), MAX_REASON_BYTES);
                 tracing::warn!(key = %item.key, source = %batch.source, mode, outcome = "failed",
                     error_class = %e.class, error = %msg, attempts = prior + 1, "key failed; parking it in the dead-letter queue");
                 (Outcome::Failed, Some(e.class.clone()), Some(msg), 0)

@@ -40,7 +40,7 @@ pub fn failed_item(item: &KeyItem, err: &Error, mode: &str) -> KeyItem {
     KeyItem {
         failure: Some(Failure {
             class: err.class.clone(),
-            message: truncate(&err.full_message(), MAX_REASON_BYTES),
+            message: truncate(&err.described(), MAX_REASON_BYTES),
             attempts,
             mode: Some(mode.to_string()),
         }),
