@@ -131,9 +131,16 @@ async fn run_job(
     if let Some(rec) = &repairs {
         repair::check_target(&job_id, rec, &plan)?;
     }
-    confirm_target_exists(cfg, &plan)
-        .await
-        .context("the target failed its pre-flight check; nothing was sent")?;
+    if let Err(e) = confirm_target_exists(cfg, &plan).await {
+        let hint = if e.is_unreachable() {
+            " (check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 or endpoint_url under aws in config.yml)"
+        } else {
+            ""
+        };
+        return Err(anyhow::Error::new(e).context(format!(
+            "the target failed its pre-flight check; nothing was sent{hint}"
+        )));
+    }
     let queue_names = cfg.queue_names();
     let (sink, records) = open_sink(cfg, args.dry_run, &queue_names).await?;
     if args.json {

@@ -179,9 +179,7 @@ impl Error {
         match self.kind {
             ErrorKind::NotFound => self.class == class::NO_SUCH_BUCKET,
             ErrorKind::AccessDenied => true,
-            _ => [Transport::Dispatch, Transport::Timeout]
-                .iter()
-                .any(|t| self.class == t.class()),
+            _ => self.is_unreachable(),
         }
     }
 

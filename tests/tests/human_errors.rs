@@ -24,18 +24,33 @@ fn a_refused_endpoint_is_named_in_one_human_sentence() {
     let queue = format!("local:{}", sb.dir.path().join("q.db").display());
     sb.commander(&["--queue", &queue, "init"])
         .assert_ok("commander init");
+    // An S3 target is checked first (nothing is sent to a target that cannot
+    // be reached); a directory target lets the run reach the listing.
+    let dir_target = sb.dir.path().join("dst").display().to_string();
+    for (target, names) in [
+        (
+            "s3://dst/",
+            "the target failed its pre-flight check; nothing was sent",
+        ),
+        (dir_target.as_str(), "listing the source s3://src/ops/"),
+    ] {
+        refused_run(&sb, &queue, &endpoint, target, names);
+    }
+}
+
+/// One `commander run` against the refused endpoint, to `target`: exit 4,
+/// retry lines, one final error line naming `names`, the endpoint and where
+/// it is set, and no SDK dump.
+fn refused_run(sb: &Sandbox, queue: &str, endpoint: &str, target: &str, names: &str) {
     let run = sb.commander(&[
-        "--queue",
-        &queue,
-        "run",
-        "-s",
-        "src",
-        "-p",
-        "ops/",
-        "-t",
-        "s3://dst/",
+        "--queue", queue, "run", "-s", "src", "-p", "ops/", "-t", target,
     ]);
-    assert!(!run.status.success(), "{}", run.stderr);
+    assert_eq!(
+        run.status.code(),
+        Some(4),
+        "an endpoint error: {}",
+        run.stderr
+    );
     for dump in ["DispatchFailure", "ConnectorError", "{ ", "hyper", "Os {"] {
         assert!(
             !run.stderr.contains(dump) && !run.stdout.contains(dump),
@@ -61,7 +76,7 @@ fn a_refused_endpoint_is_named_in_one_human_sentence() {
     assert_eq!(errors.len(), 1, "one final error line:\n{}", run.stderr);
     let line = errors[0];
     for want in [
-        "the source s3://src/ops/",
+        names,
         &format!("cannot reach {endpoint} (connection refused)"),
         "AWS_ENDPOINT_URL",
     ] {
@@ -202,7 +217,8 @@ async fn init_and_run_say_each_line_once() {
     for q in [sb.queue(1), sb.queue(2), sb.dead()] {
         assert_eq!(both.matches(&q).count(), 1, "{q} said once:\n{both}");
     }
-    let run = sb.commander(&["run", "-s", &src, "-t", "s3://honce-dst/"]);
+    let dst = bucket("honce-dst").await;
+    let run = sb.commander(&["run", "-s", &src, "-t", &format!("s3://{dst}/")]);
     run.assert_ok("commander run");
     let job = run
         .stdout
