@@ -363,9 +363,10 @@ struct Reach(std::sync::Arc<ReachState>);
 #[derive(Debug, Clone)]
 struct Origin(String);
 
-/// The last attempt's transport failure in words, `None` when it got an answer.
+/// The last attempt's transport failure in words, and whether it is one that
+/// [`UNREACHED_ATTEMPTS`] caps; `None` when it got an answer.
 #[derive(Debug, Clone)]
-struct LastFailure(Option<String>);
+struct LastFailure(Option<(String, bool)>);
 
 mod reach_impl {
     use super::*;
@@ -409,7 +410,12 @@ mod reach_impl {
                     .load::<aws_smithy_types::retry::RetryConfig>()
                     .map_or(attempt, |r| r.max_attempts());
                 match cfg.load::<LastFailure>() {
-                    Some(LastFailure(Some(why))) => {
+                    Some(LastFailure(Some((why, early)))) => {
+                        // Say the cap the classifier below will apply.
+                        let max = match *early && !self.0.answered.load(Ordering::Relaxed) {
+                            true => max.min(UNREACHED_ATTEMPTS),
+                            false => max,
+                        };
                         tracing::warn!("retrying: {why} (attempt {attempt} of {max})")
                     }
                     _ => tracing::debug!(attempt, max, "retrying"),
@@ -472,7 +478,8 @@ mod reach_impl {
                 true => format!("{reason} ({endpoint})"),
                 false => format!("{reason} to {endpoint}"),
             };
-            cfg.interceptor_state().store_put(LastFailure(Some(said)));
+            cfg.interceptor_state()
+                .store_put(LastFailure(Some((said, early))));
             Ok(())
         }
     }

@@ -61,7 +61,7 @@ fn refused_run(sb: &Sandbox, queue: &str, endpoint: &str, target: &str, names: &
     // Retries say what, where and how far along.
     assert!(
         run.stderr.contains(&format!(
-            "retrying: connection refused to {endpoint} (attempt 2 of 10)"
+            "retrying: connection refused to {endpoint} (attempt 2 of 3)"
         )),
         "{}",
         run.stderr
