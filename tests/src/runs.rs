@@ -41,6 +41,35 @@ impl Run {
     }
 }
 
+impl Run {
+    /// An executor `--until-empty` run that ended by itself: exit 0 when its
+    /// summary line says `0 failed` and `0 bad`, else 5 (keys or messages
+    /// parked: docs/operate.md#exit-codes). For runs whose failures are part
+    /// of the test.
+    pub fn assert_finished(&self, what: &str) -> &Self {
+        let summary = self
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("executor: queues empty:"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{what}: no `queues empty` summary:\n{}\n{}",
+                    self.stdout, self.stderr
+                )
+            });
+        let clean = summary.contains(", 0 failed,") && summary.contains(", 0 bad,");
+        let want = if clean { 0 } else { 5 };
+        assert_eq!(
+            self.status.code(),
+            Some(want),
+            "{what}: exit code for `{summary}`\n--- stderr\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
 fn command(name: &str, args: &[&str], env: &[(String, String)], dir: &Path) -> Command {
     let mut cmd = Command::new(bin(name));
     cmd.args(args).current_dir(dir);

@@ -86,8 +86,9 @@ async fn messages_naming_disallowed_endpoints_are_parked_as_bad_messages() {
     let etc = batch("pw", "file:///etc", &s3_dst, &["passwd", "hostname"]);
     let good = batch("pw", &s3_src, &s3_dst, &["ok.txt"]);
     send_raw(&sb.queue(1), &[&etc, &good]).await;
-    sb.executor(&["--mode", "downup", "--until-empty"])
-        .assert_ok("executor");
+    let run = sb.executor(&["--mode", "downup", "--until-empty"]);
+    // A message parked as bad: the run ended with a failure (exit 5).
+    assert_eq!(run.status.code(), Some(5), "{run:?}");
     assert_eq!(keys(&dst).await, vec!["ok.txt"], "only the allowed message");
     let parked = drain(&sb.dead()).await;
     assert_eq!(parked.len(), 1, "{parked:?}");
@@ -143,8 +144,8 @@ async fn messages_naming_disallowed_endpoints_are_parked_as_bad_messages() {
         &[&from_dir, &dotdot, &link, &sibling, &to_dir],
     )
     .await;
-    sb.executor(&["--mode", "downup", "--until-empty"])
-        .assert_ok("executor");
+    let run = sb.executor(&["--mode", "downup", "--until-empty"]);
+    assert_eq!(run.status.code(), Some(5), "bad messages parked: {run:?}");
     let mut got = keys(&dst).await;
     got.sort();
     assert_eq!(got, vec!["a.txt", "ok.txt"], "no secret was copied");

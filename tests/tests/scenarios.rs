@@ -110,7 +110,7 @@ async fn s3_faults_on_one_request_in_ten_lose_nothing() {
         let mut args = vec!["--mode", mode, "--until-empty"];
         args.extend(SMALL_PARTS);
         let run = executor(&sb, &args).await;
-        run.assert_ok(&format!("executor --mode {mode}"));
+        run.assert_finished(&format!("executor --mode {mode}"));
         mark("sc1", t0, &format!("{mode}: executed"));
         summaries.push(format!("{mode}: {}", summary_line(&run)));
         let dlq = drain_dlq(&sb).await;
@@ -209,7 +209,7 @@ async fn sqs_faults_never_lose_a_message() {
     let mut args = vec!["--mode", "copy", "--until-empty"];
     args.extend(SMALL_PARTS);
     let run = executor(&sb, &args).await;
-    run.assert_ok("executor");
+    run.assert_finished("executor");
     mark("sc2", t0, "executed");
     sb.set("COPY_MAX_ATTEMPTS", "10");
     let stats = proxy.stats();
@@ -478,7 +478,7 @@ async fn a_source_changed_after_listing_is_never_copied_as_a_mix() {
         let mut args = vec!["--mode", *mode, "--until-empty"];
         args.extend(SMALL_PARTS);
         let run = executor(sb, &args).await;
-        run.assert_ok(&format!("executor --mode {mode}"));
+        run.assert_finished(&format!("executor --mode {mode}"));
         mark("sc4", t0, &format!("{mode}: executed"));
         summaries.push(format!("{mode}: {}", summary_line(&run)));
         requests.requests += proxy.stats().requests;
