@@ -20,6 +20,7 @@
 //! | [`retry`]    | one retry policy for every retry loop: jittered backoff bounded by attempts and time |
 //! | [`logging`]  | tracing setup shared by both binaries |
 
+pub mod checksum;
 pub mod clients;
 pub mod config;
 pub mod error;

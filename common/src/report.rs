@@ -44,6 +44,56 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// The evidence a key's outcome rests on (report column `proof`): what showed
+/// the target equal to the source. Strongest first; see docs/proof.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proof {
+    /// Equal S3 checksums of this algorithm: both full-object, or both
+    /// composite over the same part layout.
+    Checksum(crate::checksum::Algorithm),
+    /// Equal ETags that are MD5s of the bytes (plain, or multipart over the
+    /// same part layout; never under SSE-KMS), or the MD5 of the bytes read
+    /// equal to the source's ETag and accepted by the target as Content-MD5.
+    Etag,
+    /// Both objects read and compared byte for byte (`--deep`).
+    Bytes,
+    /// Nothing showed the content equal (the note says why).
+    None,
+}
+
+impl Proof {
+    /// The report name: `checksum-crc64nvme`, `etag`, `bytes`, `none`.
+    pub fn as_str(self) -> &'static str {
+        use crate::checksum::Algorithm as A;
+        match self {
+            Proof::Checksum(A::Crc64Nvme) => "checksum-crc64nvme",
+            Proof::Checksum(A::Crc32) => "checksum-crc32",
+            Proof::Checksum(A::Crc32c) => "checksum-crc32c",
+            Proof::Checksum(A::Sha1) => "checksum-sha1",
+            Proof::Checksum(A::Sha256) => "checksum-sha256",
+            Proof::Etag => "etag",
+            Proof::Bytes => "bytes",
+            Proof::None => "none",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Proof> {
+        match name {
+            "etag" => Some(Proof::Etag),
+            "bytes" => Some(Proof::Bytes),
+            "none" => Some(Proof::None),
+            _ => crate::checksum::Algorithm::parse(name.strip_prefix("checksum-")?)
+                .map(Proof::Checksum),
+        }
+    }
+}
+
+impl std::fmt::Display for Proof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Completion reports: one row per key, written as gzip CSV objects under
 // `<location>/<job id>/<executor id>/<sequence>.csv.gz` (S3 Batch Operations style).

@@ -178,6 +178,7 @@ mod tests {
             outcome: Outcome::Copied,
             bytes: 1,
             note: None,
+            proof: None,
         })
     }
 

@@ -89,6 +89,7 @@ impl KeyWorker for Scripted {
             outcome,
             bytes: 10,
             note: None,
+            proof: None,
         })
     }
 }
