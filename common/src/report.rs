@@ -17,6 +17,8 @@ pub enum Outcome {
     SkippedFiltered,
     /// The source no longer exists (a warning, not a failure).
     SourceMissing,
+    /// `--no-overwrite`: an object exists under the target key; left as it is.
+    TargetExists,
     /// Check mode: target matches source.
     Verified,
     /// Parked in the DLQ with its error class and message.
@@ -32,6 +34,7 @@ impl Outcome {
             Outcome::TagsUpdated => "tags-updated",
             Outcome::SkippedFiltered => "skipped-filtered",
             Outcome::SourceMissing => "source-missing",
+            Outcome::TargetExists => "target-exists",
             Outcome::Verified => "verified",
             Outcome::Failed => "failed",
         }
@@ -208,6 +211,7 @@ fn parse_outcome(s: &str) -> Option<Outcome> {
         Outcome::TagsUpdated,
         Outcome::SkippedFiltered,
         Outcome::SourceMissing,
+        Outcome::TargetExists,
         Outcome::Verified,
         Outcome::Failed,
     ]
@@ -733,7 +737,9 @@ impl Aggregator {
                     s.succeeded += 1;
                     s.bytes_compared += size;
                 }
-                Outcome::SkippedIdentical | Outcome::SkippedFiltered => s.skipped += 1,
+                Outcome::SkippedIdentical
+                | Outcome::SkippedFiltered
+                | Outcome::TargetExists => s.skipped += 1,
                 Outcome::SourceMissing => s.source_missing += 1,
                 Outcome::Failed => s.failed += 1,
             }

@@ -2,11 +2,14 @@
 //! no I/O. The async parts of verification (HEADs, computed ETags for
 //! directory ends, `--deep` content comparison) live in [`crate::transfer`].
 //!
-//! What is compared: size, content (ETag when both ETags are comparable, else
-//! a common S3 additional checksum), content headers (type, encoding,
+//! What is compared: size, content (by the strongest evidence both ends
+//! have: equal S3 checksums of one algorithm and type — full-object, or
+//! composite over the same part count — then ETags when both are MD5s over
+//! the same layout; see docs/proof.md), content headers (type, encoding,
 //! disposition, language, cache-control, expires, website redirect), user
 //! metadata and, when both sides have them, tags.
 
+use crate::report::Proof;
 use crate::store::{ObjectAttrs, ObjectInfo};
 
 /// Result of comparing a source with its target.
@@ -77,25 +80,47 @@ fn layout_name(parts: Option<u32>) -> String {
     }
 }
 
-/// Compare the content by a common additional checksum: `Some(Ok(()))` equal,
-/// `Some(Err(reason))` different, `None` when no algorithm is comparable
-/// (none in common, or one full-object and one composite `-N` value).
-fn compare_checksums(src: &ObjectInfo, dst: &ObjectInfo) -> Option<Result<(), String>> {
-    for (alg, a) in &src.checksums {
-        let Some(b) = dst.checksums.get(alg) else {
-            continue;
-        };
-        let composite = |v: &str| v.rsplit_once('-').map(|(_, n)| n.to_string());
-        if composite(a) != composite(b) {
-            continue;
+/// What the metadata of both ends says of their content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// Shown equal, by this proof.
+    Equal(Proof),
+    /// Shown different (the reason names both values).
+    Differs(String),
+    /// Not comparable from metadata (the reason says why).
+    Unknown(String),
+}
+
+/// Compare the content by the strongest evidence both ends have: a
+/// comparable checksum first (it holds across part layouts and under
+/// SSE-KMS), then the ETags.
+pub fn compare_content(src: &ObjectInfo, dst: &ObjectInfo) -> Content {
+    if let (Some(a), Some(b)) = (&src.checksum, &dst.checksum) {
+        match a.proves_equal(b) {
+            Some(true) => return Content::Equal(Proof::Checksum(a.algorithm)),
+            Some(false) => {
+                return Content::Differs(format!(
+                    "checksum {} {} != {}",
+                    a.algorithm, a.value, b.value
+                ))
+            }
+            None => {}
         }
-        return Some(if a == b {
-            Ok(())
-        } else {
-            Err(format!("checksum {alg} {a} != {b}"))
-        });
     }
-    None
+    match etags_incomparable(src, dst) {
+        None => {
+            let (a, b) = (
+                src.etag.as_deref().unwrap_or(""),
+                dst.etag.as_deref().unwrap_or(""),
+            );
+            if etag_bare(a).eq_ignore_ascii_case(etag_bare(b)) {
+                Content::Equal(Proof::Etag)
+            } else {
+                Content::Differs(format!("etag {} != {}", etag_bare(a), etag_bare(b)))
+            }
+        }
+        Some(why) => Content::Unknown(format!("{why}, and no common checksum")),
+    }
 }
 
 /// Reasons the content headers and user metadata differ (empty when equal).
@@ -170,57 +195,49 @@ pub fn tags_equal(a: &[(String, String)], b: &[(String, String)]) -> bool {
     a == b
 }
 
-/// Compare a source with its target. Tags are compared only when both are
-/// given (`None`: the store has no tags, e.g. a directory). Precedence:
-/// `Missing`, then `Differs` (every difference found, tags excluded), then
-/// `Unknown` (content not comparable from metadata), then `TagsDiffer`.
+/// Compare a source with its target; with `Identical` or `TagsDiffer`
+/// comes the proof that showed the content equal. Tags are compared only
+/// when both are given (`None`: the store has no tags, e.g. a directory).
+/// Precedence: `Missing`, then `Differs` (every difference found, tags
+/// excluded), then `Unknown` (content not comparable from metadata), then
+/// `TagsDiffer`.
 pub fn compare(
     src: &ObjectInfo,
     src_tags: Option<&[(String, String)]>,
     dst: Option<&ObjectInfo>,
     dst_tags: Option<&[(String, String)]>,
-) -> Verdict {
+) -> (Verdict, Option<Proof>) {
     let Some(dst) = dst else {
-        return Verdict::Missing;
+        return (Verdict::Missing, None);
     };
     let mut reasons = Vec::new();
     if src.size != dst.size {
         reasons.push(format!("size {} != {}", src.size, dst.size));
     }
     let mut unknown = None;
-    match etags_incomparable(src, dst) {
-        None => {
-            let (a, b) = (
-                src.etag.as_deref().unwrap_or(""),
-                dst.etag.as_deref().unwrap_or(""),
-            );
-            if etag_bare(a) != etag_bare(b) {
-                reasons.push(format!("etag {} != {}", etag_bare(a), etag_bare(b)));
-            }
-        }
-        Some(why) => match compare_checksums(src, dst) {
-            Some(Ok(())) => {}
-            Some(Err(reason)) => reasons.push(reason),
-            None => unknown = Some(format!("{why}, and no common checksum")),
-        },
+    let mut proof = None;
+    match compare_content(src, dst) {
+        Content::Equal(p) => proof = Some(p),
+        Content::Differs(reason) => reasons.push(reason),
+        Content::Unknown(why) => unknown = Some(why),
     }
     reasons.extend(attrs_differences(&src.attrs, &dst.attrs));
     if !reasons.is_empty() {
-        return Verdict::Differs(reasons);
+        return (Verdict::Differs(reasons), None);
     }
     if let Some(why) = unknown {
-        return Verdict::Unknown(why);
+        return (Verdict::Unknown(why), None);
     }
     match (src_tags, dst_tags) {
-        (Some(a), Some(b)) if !tags_equal(a, b) => Verdict::TagsDiffer,
-        _ => Verdict::Identical,
+        (Some(a), Some(b)) if !tags_equal(a, b) => (Verdict::TagsDiffer, proof),
+        _ => (Verdict::Identical, proof),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use crate::checksum::{Algorithm, Checksum, ChecksumType};
 
     fn info(size: u64, etag: &str) -> ObjectInfo {
         ObjectInfo {
@@ -262,7 +279,15 @@ mod tests {
             i
         };
         let crc = |mut i: ObjectInfo, v: &str| {
-            i.checksums = BTreeMap::from([("CRC32".to_string(), v.to_string())]);
+            i.checksum = Some(Checksum {
+                algorithm: Algorithm::Crc32,
+                kind: if v.contains('-') {
+                    ChecksumType::Composite
+                } else {
+                    ChecksumType::FullObject
+                },
+                value: v.to_string(),
+            });
             i
         };
         let t1 = tags(&[("a", "1"), ("b", "2")]);
@@ -426,8 +451,23 @@ mod tests {
             ),
         ];
         for (name, src, st, dst, dt, want) in cases {
-            let got = compare(&src, st.as_deref(), dst.as_ref(), dt.as_deref());
+            let (got, proof) = compare(&src, st.as_deref(), dst.as_ref(), dt.as_deref());
             assert_eq!(got, want, "case {name}");
+            let equal = matches!(got, Verdict::Identical | Verdict::TagsDiffer);
+            assert_eq!(proof.is_some(), equal, "case {name}: {proof:?}");
+        }
+        // The proof names the evidence: a checksum wins over ETags.
+        let md5 = "0123456789abcdef0123456789abcdef";
+        let with_crc = |mut i: ObjectInfo| {
+            i.checksum = Some(Checksum::full(Algorithm::Crc32, "AAAA"));
+            i
+        };
+        for (src, dst, want) in [
+            (info(1, md5), info(1, md5), Proof::Etag),
+            (with_crc(info(1, md5)), with_crc(info(1, md5)), Proof::Checksum(Algorithm::Crc32)),
+            (with_crc(info(9, "abc-3")), with_crc(info(9, md5)), Proof::Checksum(Algorithm::Crc32)),
+        ] {
+            assert_eq!(compare(&src, None, Some(&dst), None), (Verdict::Identical, Some(want)));
         }
     }
 }

@@ -63,6 +63,16 @@ pub struct Cli {
     #[arg(long, env = "EXECUTOR_DEEP", help_heading = "Work")]
     pub deep: bool,
 
+    /// The checksum a target gets when its source has none (a source's own is always
+    /// carried): crc64nvme, crc32c, crc32, sha256, sha1, or none.
+    #[arg(long, value_name = "ALGORITHM", default_value = "crc64nvme", value_parser = parse_checksum, env = "EXECUTOR_CHECKSUM_ALGORITHM", help_heading = "Work")]
+    pub checksum_algorithm: ChecksumChoice,
+
+    /// copy/downup: never replace an existing target (outcome `target-exists`); writes are
+    /// conditional (`If-None-Match: *`), so a target written meanwhile is not replaced either.
+    #[arg(long, env = "EXECUTOR_NO_OVERWRITE", help_heading = "Work")]
+    pub no_overwrite: bool,
+
     /// Seconds a receiver pauses after a receive call that returned nothing (long polling already waits).
     #[arg(long, default_value_t = 0.0, value_parser = parse_seconds, env = "EXECUTOR_SLEEP_SEC", help_heading = "Queues")]
     pub sleep_sec: f64,
@@ -249,6 +259,21 @@ impl Cli {
 }
 
 /// Parse a non-negative number of seconds (fractions allowed).
+/// `--checksum-algorithm`: an algorithm, or `none` (ask for no checksum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChecksumChoice(pub Option<common::checksum::Algorithm>);
+
+pub fn parse_checksum(s: &str) -> Result<ChecksumChoice, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(ChecksumChoice(None));
+    }
+    common::checksum::Algorithm::parse(s)
+        .map(|a| ChecksumChoice(Some(a)))
+        .ok_or_else(|| {
+            format!("`{s}` is not one of crc64nvme, crc32c, crc32, sha256, sha1, none")
+        })
+}
+
 pub fn parse_seconds(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if (0.0..=86_400.0).contains(&v) => Ok(v),

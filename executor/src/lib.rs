@@ -364,6 +364,8 @@ pub fn transfer_options(cfg: &Config, cli: &Cli) -> TransferOptions {
         buffers: Some(BufferPool::new(
             (cfg.migration.concurrency as u64).saturating_mul(cfg.migration.part_size),
         )),
+        checksum: cli.checksum_algorithm.0,
+        no_overwrite: cli.no_overwrite,
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::store::etag::{compute_etag, multipart_etag};
-use common::store::{CompletedPart, ListRequest, ObjectStore, PutOptions};
+use common::store::{CopyWrite, Finish, ListRequest, ObjectStore, PutOptions};
 use common::ErrorKind;
 use futures::StreamExt;
 use md5::{Digest, Md5};
@@ -94,6 +94,7 @@ async fn put(store: &dyn ObjectStore, key: &str, body: &[u8]) -> String {
         .put(key, Bytes::copy_from_slice(body), &PutOptions::default())
         .await
         .unwrap_or_else(|e| panic!("put {key}: {e}"))
+        .etag
 }
 
 /// put → head → get of a zero-byte, a tiny and a 1 MiB + 7 object: sizes,
@@ -423,18 +424,20 @@ pub async fn multipart(store: Arc<dyn ObjectStore>) -> String {
     let id = s.create_multipart(key, &opts).await.unwrap();
     let mut done = Vec::new();
     for i in [1usize, 0, 2] {
-        let etag = s
-            .upload_part(key, &id, i as i32 + 1, Bytes::from(parts[i].clone()), None)
+        let part = s
+            .upload_part(key, &id, i as i32 + 1, Bytes::from(parts[i].clone()), None, None)
             .await
             .unwrap();
-        assert_eq!(etag, md5_etag(&parts[i]), "part {}", i + 1);
-        done.push(CompletedPart {
-            number: i as i32 + 1,
-            etag,
-        });
+        assert_eq!(part.etag, md5_etag(&parts[i]), "part {}", i + 1);
+        assert_eq!(part.number, i as i32 + 1);
+        done.push(part);
     }
     done.sort_by_key(|p| p.number);
-    let etag = s.complete_multipart(key, &id, &done).await.unwrap();
+    let etag = s
+        .complete_multipart(key, &id, &done, &Finish::default())
+        .await
+        .unwrap()
+        .etag;
     let digests: Vec<[u8; 16]> = parts.iter().map(|p| Md5::digest(p).into()).collect();
     assert_eq!(etag, multipart_etag(&digests));
     assert!(etag.ends_with("-3\""), "{etag}");
@@ -470,7 +473,7 @@ pub async fn part_md5_is_checked(store: Arc<dyn ObjectStore>) {
     let mut wrong = good;
     wrong[0] ^= 0xff;
     let err = s
-        .upload_part(key, &id, 1, Bytes::from(body.clone()), Some(&wrong))
+        .upload_part(key, &id, 1, Bytes::from(body.clone()), Some(&wrong), None)
         .await
         .expect_err("a body that does not have the given MD5 is refused");
     assert_eq!(
@@ -478,13 +481,14 @@ pub async fn part_md5_is_checked(store: Arc<dyn ObjectStore>) {
         (common::ErrorKind::Retryable, "BadDigest"),
         "{err}"
     );
-    let etag = s
-        .upload_part(key, &id, 1, Bytes::from(body.clone()), Some(&good))
+    let part = s
+        .upload_part(key, &id, 1, Bytes::from(body.clone()), Some(&good), None)
         .await
         .unwrap();
-    assert_eq!(etag, md5_etag(&body));
-    let parts = [CompletedPart { number: 1, etag }];
-    s.complete_multipart(key, &id, &parts).await.unwrap();
+    assert_eq!(part.etag, md5_etag(&body));
+    s.complete_multipart(key, &id, &[part], &Finish::default())
+        .await
+        .unwrap();
     assert!(read(s, key, None).await == body, "the good part's bytes");
 }
 
@@ -508,7 +512,9 @@ pub async fn capabilities_hold(store: Arc<dyn ObjectStore>) {
         version_id: None,
         if_match: None,
     };
-    let copied = s.copy_object(&src, "cap/dst", None, None, None).await;
+    let copied = s
+        .copy_object(&src, "cap/dst", None, &CopyWrite::default())
+        .await;
     let listed = s.list_uploads("cap/").await;
     if caps.server_side_copy {
         copied.unwrap();
@@ -531,7 +537,7 @@ pub async fn abort_leaves_nothing(store: Arc<dyn ObjectStore>) {
         .create_multipart(key, &PutOptions::default())
         .await
         .unwrap();
-    s.upload_part(key, &id, 1, Bytes::from(data(MIB5, 9)), None)
+    s.upload_part(key, &id, 1, Bytes::from(data(MIB5, 9)), None, None)
         .await
         .unwrap();
     s.abort_multipart(key, &id).await.unwrap();
@@ -540,7 +546,7 @@ pub async fn abort_leaves_nothing(store: Arc<dyn ObjectStore>) {
     let (keys, _, _) = list_all(s, ListRequest::default()).await;
     assert!(keys.is_empty(), "{keys:?}");
     let late = s
-        .upload_part(key, &id, 2, Bytes::from_static(b"late"), None)
+        .upload_part(key, &id, 2, Bytes::from_static(b"late"), None, None)
         .await;
     let err = late.expect_err("upload to an aborted upload fails");
     // AWS answers NoSuchUpload (404); moto answers HTTP 500, so only directories

@@ -254,7 +254,7 @@ async fn file_and_directory_conflicts_are_reported_per_key() {
 async fn directory_markers_make_directories_and_are_not_listed() {
     let sb = Sandbox::new();
     let s = sb.store.as_ref();
-    let etag = s.put("empty/dir/", Bytes::new(), &opts()).await.unwrap();
+    let etag = s.put("empty/dir/", Bytes::new(), &opts()).await.unwrap().etag;
     assert_eq!(etag, "\"d41d8cd98f00b204e9800998ecf8427e\"");
     assert!(sb.root().join("empty/dir").is_dir());
     let (keys, prefixes, _) = list_all(s, ListRequest::default()).await;
@@ -289,7 +289,7 @@ async fn no_temp_file_remains_and_failed_writes_leave_no_final_name() {
     // A multipart upload whose completion fails (wrong part ETag) leaves no file
     // under the final name and no temp file; abort then removes the parts.
     let id = s.create_multipart("d/mp", &opts()).await.unwrap();
-    s.upload_part("d/mp", &id, 1, Bytes::from_static(b"part one"), None)
+    s.upload_part("d/mp", &id, 1, Bytes::from_static(b"part one"), None, None)
         .await
         .unwrap();
     let err = s
@@ -299,7 +299,9 @@ async fn no_temp_file_remains_and_failed_writes_leave_no_final_name() {
             &[CompletedPart {
                 number: 1,
                 etag: "\"00000000000000000000000000000000\"".into(),
+                checksum: None,
             }],
+            &common::store::Finish::default(),
         )
         .await
         .unwrap_err();

@@ -17,7 +17,8 @@ use bytes::Bytes;
 use common::message::{decode, encode, Batch, KeyItem, MESSAGE_VERSION};
 use common::retry::Policy;
 use common::store::dir::DirStore;
-use common::store::{
+use common::checksum::Checksum;
+use common::store::{Finish, Written, 
     ByteStream, CompletedPart, ListPage, ListRequest, ObjectInfo, ObjectStore, PutOptions,
 };
 use common::transfer::{process_key, Ends, Mode, TransferOptions, SOURCE_CHANGED};
@@ -338,7 +339,7 @@ impl ObjectStore for ChangesAfterFirstPart {
         }
         Ok(Box::pin(futures::stream::iter(chunks)))
     }
-    async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> common::Result<String> {
+    async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> common::Result<Written> {
         self.inner.put(key, body, opts).await
     }
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> common::Result<String> {
@@ -351,8 +352,9 @@ impl ObjectStore for ChangesAfterFirstPart {
         n: i32,
         body: Bytes,
         md5: Option<&[u8; 16]>,
-    ) -> common::Result<String> {
-        self.inner.upload_part(key, id, n, body, md5).await
+    checksum: Option<&Checksum>,
+    ) -> common::Result<CompletedPart> {
+        self.inner.upload_part(key, id, n, body, md5, checksum).await
     }
     fn capabilities(&self) -> common::store::Capabilities {
         self.inner.capabilities()
@@ -362,8 +364,9 @@ impl ObjectStore for ChangesAfterFirstPart {
         key: &str,
         id: &str,
         parts: &[CompletedPart],
-    ) -> common::Result<String> {
-        self.inner.complete_multipart(key, id, parts).await
+    finish: &Finish,
+    ) -> common::Result<Written> {
+        self.inner.complete_multipart(key, id, parts, finish).await
     }
     async fn abort_multipart(&self, key: &str, id: &str) -> common::Result<()> {
         self.inner.abort_multipart(key, id).await

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::store::dir::DirStore;
 use common::store::s3::S3Store;
-use common::store::{CompletedPart, CopySource, ListRequest, ObjectStore, PutOptions};
+use common::store::{CopySource, CopyWrite, Finish, ListRequest, ObjectStore, PutOptions};
 use common::ErrorKind;
 use testsupport::{stores, Server};
 
@@ -134,12 +134,19 @@ async fn copy_object_with_copy_directives_keeps_metadata_and_tags(server: Server
     let etag = store
         .put(key, Bytes::from_static(b"copy me"), &opts)
         .await
-        .unwrap();
+        .unwrap()
+        .etag;
 
     let new = store
-        .copy_object(&src(bucket(&store), key), "dst/copy+1", None, None, None)
+        .copy_object(
+            &src(bucket(&store), key),
+            "dst/copy+1",
+            None,
+            &CopyWrite::default(),
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .etag;
     assert_eq!(new, etag, "a single-part copy keeps the MD5 ETag");
     let info = store.head("dst/copy+1").await.unwrap().unwrap();
     assert_eq!(info.attrs.content_type.as_deref(), Some("text/markdown"));
@@ -159,8 +166,7 @@ async fn copy_object_with_copy_directives_keeps_metadata_and_tags(server: Server
             &src(bucket(&store), key),
             "dst/replaced",
             Some(&replaced),
-            None,
-            None,
+            &CopyWrite::default(),
         )
         .await
         .unwrap();
@@ -182,8 +188,10 @@ async fn copy_object_with_copy_directives_keeps_metadata_and_tags(server: Server
             &src(bucket(&store), key),
             key,
             None,
-            Some("STANDARD_IA"),
-            None,
+            &CopyWrite {
+                storage_class: Some("STANDARD_IA"),
+                ..CopyWrite::default()
+            },
         )
         .await
         .unwrap();
@@ -196,7 +204,12 @@ on_s3!(copy_of_a_missing_source_is_not_found_naming_the_source);
 async fn copy_of_a_missing_source_is_not_found_naming_the_source(server: Server) {
     let store = s3_store(server).await;
     let err = store
-        .copy_object(&src(bucket(&store), "no such key"), "dst", None, None, None)
+        .copy_object(
+            &src(bucket(&store), "no such key"),
+            "dst",
+            None,
+            &CopyWrite::default(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
@@ -228,7 +241,7 @@ async fn upload_part_copy_with_the_source_layout_reproduces_the_etag(server: Ser
     let mut start = 0u64;
     for (i, size) in sizes.iter().enumerate() {
         let number = i as i32 + 1;
-        let part_etag = store
+        let part = store
             .upload_part_copy(
                 &src(bucket(&store), key),
                 "copy/of object",
@@ -238,16 +251,15 @@ async fn upload_part_copy_with_the_source_layout_reproduces_the_etag(server: Ser
             )
             .await
             .unwrap();
-        parts.push(CompletedPart {
-            number,
-            etag: part_etag,
-        });
+        assert_eq!(part.number, number);
+        parts.push(part);
         start += size;
     }
     let copied = store
-        .complete_multipart("copy/of object", &id, &parts)
+        .complete_multipart("copy/of object", &id, &parts, &Finish::default())
         .await
-        .unwrap();
+        .unwrap()
+        .etag;
     assert_eq!(copied, etag);
     assert_eq!(
         store.head("copy/of object").await.unwrap().unwrap().etag,
@@ -306,14 +318,14 @@ async fn errors_map_to_kinds(server: Server) {
         .unwrap();
     let mut parts = Vec::new();
     for n in 1..=2 {
-        let etag = store
-            .upload_part("small", &id, n, Bytes::from_static(b"tiny"), None)
+        let part = store
+            .upload_part("small", &id, n, Bytes::from_static(b"tiny"), None, None)
             .await
             .unwrap();
-        parts.push(CompletedPart { number: n, etag });
+        parts.push(part);
     }
     let err = store
-        .complete_multipart("small", &id, &parts)
+        .complete_multipart("small", &id, &parts, &Finish::default())
         .await
         .unwrap_err();
     assert_eq!(

@@ -384,6 +384,6 @@ async fn a_put_whose_bytes_do_not_match_its_content_md5_is_refused() {
         content_md5: Some(<md5::Md5 as md5::Digest>::digest(&body).into()),
         ..PutOptions::default()
     };
-    let etag_written = store.put("k", body, &right).await.unwrap();
+    let etag_written = store.put("k", body, &right).await.unwrap().etag;
     assert_eq!(etag(ls, &bucket, "k").await, Some(etag_written));
 }

@@ -21,9 +21,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::etag::{etag_eq, md5_etag, multipart_etag};
 use super::{
-    length_mismatch, ByteStream, Capabilities, CompletedPart, ListPage, ListRequest, Listed,
-    ObjectAttrs, ObjectInfo, ObjectStore, PutOptions,
+    length_mismatch, ByteStream, Capabilities, CompletedPart, Finish, ListPage, ListRequest,
+    Listed, ObjectAttrs, ObjectInfo, ObjectStore, PutOptions, WriteChecksum, Written,
 };
+use crate::checksum::Checksum;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Marker in the names of our whole-object temp files: `.<name>.s3mig-tmp-<uuid>`.
@@ -495,6 +496,39 @@ async fn blocking<T: Send + 'static>(
 
 /// The body's MD5; with `want`, a body with another MD5 is refused as S3
 /// refuses a Content-MD5 the body does not have (`BadDigest`, retryable).
+/// A directory keeps no checksums, but it checks one it is given (as S3
+/// does) so damaged bytes are refused here too.
+fn checked_checksum(body: &[u8], want: Option<&Checksum>, subject: &str) -> Result<()> {
+    let Some(want) = want else { return Ok(()) };
+    let got = crate::checksum::digest(want.algorithm, body).base64();
+    if got == want.value {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Retryable,
+        "BadDigest",
+        subject,
+        format!(
+            "the body's {} is {got}, not the {} given",
+            want.algorithm, want.value
+        ),
+    ))
+}
+
+/// `--no-overwrite` on a directory: refuse when the file exists (checked
+/// just before the rename, so a writer racing in between can still win).
+fn refuse_existing(path: &Path, if_none_match: bool, subject: &str) -> Result<()> {
+    if if_none_match && path.exists() {
+        return Err(Error::new(
+            ErrorKind::PreconditionFailed,
+            super::TARGET_EXISTS,
+            subject,
+            "a file already exists under the key and --no-overwrite is set",
+        ));
+    }
+    Ok(())
+}
+
 fn checked_md5(body: &[u8], want: Option<&[u8; 16]>, subject: &str) -> Result<[u8; 16]> {
     let digest: [u8; 16] = Md5::digest(body).into();
     match want {
@@ -505,6 +539,14 @@ fn checked_md5(body: &[u8], want: Option<&[u8; 16]>, subject: &str) -> Result<[u
             "the body's MD5 is not the Content-MD5 given",
         )),
         _ => Ok(digest),
+    }
+}
+
+/// A directory's write answer: the ETag S3 would give the bytes; no checksum kept.
+fn answer(etag: String) -> Written {
+    Written {
+        etag,
+        checksum: None,
     }
 }
 
@@ -753,7 +795,7 @@ impl ObjectStore for DirStore {
         Ok(Box::pin(stream.chain(tail)))
     }
 
-    async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<String> {
+    async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<Written> {
         let subject = self.subject(key);
         let root = self.root.clone();
         let mtime = wanted_mtime(opts);
@@ -764,19 +806,26 @@ impl ObjectStore for DirStore {
                 prepare_dirs(&root, &rel, true, &subject).map(|_| ())
             })
             .await?;
-            return Ok(md5_etag(&EMPTY_MD5));
+            return Ok(answer(md5_etag(&EMPTY_MD5)));
         }
         let rel = self.map(key)?;
         let digest = checked_md5(&body, opts.content_md5.as_ref(), &subject)?;
+        let value = match &opts.checksum {
+            Some(WriteChecksum::Value(c)) => Some(c),
+            _ => None,
+        };
+        checked_checksum(&body, value, &subject)?;
+        let if_none_match = opts.if_none_match;
         blocking(subject.clone(), move || {
             let parent = prepare_dirs(&root, &rel, false, &subject)?;
             let final_path = root.join(&rel);
             check_final(&final_path, &rel, &subject)?;
+            refuse_existing(&final_path, if_none_match, &subject)?;
             write_atomically(&parent, &final_path, mtime, &subject, |f| {
                 f.write_all(&body)
                     .map_err(|e| io_error(e, &subject, "cannot write"))
             })?;
-            Ok(md5_etag(&digest))
+            Ok(answer(md5_etag(&digest)))
         })
         .await
     }
@@ -787,7 +836,7 @@ impl ObjectStore for DirStore {
         body: ByteStream,
         len: u64,
         opts: &PutOptions,
-    ) -> Result<String> {
+    ) -> Result<Written> {
         let subject = self.subject(key);
         let mut body = body;
         if len == 0 {
@@ -840,8 +889,10 @@ impl ObjectStore for DirStore {
             .map_err(|e| io_error(e, &subject, "cannot write"))?;
         let file = out.into_std().await;
         let subj = subject.clone();
+        let if_none_match = opts.if_none_match;
         blocking(subject, move || {
             let subject = subj;
+            refuse_existing(&final_path, if_none_match, &subject)?;
             if let Some(t) = mtime {
                 file.set_modified(t)
                     .map_err(|e| io_error(e, &subject, "cannot set the modification time"))?;
@@ -859,7 +910,7 @@ impl ObjectStore for DirStore {
         })
         .await?;
         guard.disarm();
-        Ok(md5_etag(&hash.finalize().into()))
+        Ok(answer(md5_etag(&hash.finalize().into())))
     }
 
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
@@ -893,12 +944,14 @@ impl ObjectStore for DirStore {
         number: i32,
         body: Bytes,
         content_md5: Option<&[u8; 16]>,
-    ) -> Result<String> {
+        checksum: Option<&Checksum>,
+    ) -> Result<CompletedPart> {
         let subject = self.subject(key);
         let rel = self.map(key)?;
         let root = self.root.clone();
         let id = upload_id.to_string();
         let digest = checked_md5(&body, content_md5, &subject)?;
+        checked_checksum(&body, checksum, &subject)?;
         blocking(subject.clone(), move || {
             let (parent, prefix) = open_upload(&root, &rel, &id, &subject)?;
             if !(1..=10_000).contains(&number) {
@@ -928,7 +981,11 @@ impl ObjectStore for DirStore {
                     &format!("cannot write part {number}"),
                 ));
             }
-            Ok(md5_etag(&digest))
+            Ok(CompletedPart {
+                number,
+                etag: md5_etag(&digest),
+                checksum: None,
+            })
         })
         .await
     }
@@ -938,12 +995,14 @@ impl ObjectStore for DirStore {
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
-    ) -> Result<String> {
+        finish: &Finish,
+    ) -> Result<Written> {
         let subject = self.subject(key);
         let rel = self.map(key)?;
         let root = self.root.clone();
         let id = upload_id.to_string();
         let parts = parts.to_vec();
+        let if_none_match = finish.if_none_match;
         blocking(subject.clone(), move || {
             let (parent, prefix) = open_upload(&root, &rel, &id, &subject)?;
             if parts.is_empty() || parts.windows(2).any(|w| w[0].number >= w[1].number) {
@@ -959,6 +1018,7 @@ impl ObjectStore for DirStore {
                 .and_then(|s| parse_mtime(&s));
             let final_path = root.join(&rel);
             check_final(&final_path, &rel, &subject)?;
+            refuse_existing(&final_path, if_none_match, &subject)?;
             let mut digests = Vec::with_capacity(parts.len());
             write_atomically(&parent, &final_path, mtime, &subject, |out| {
                 let mut buf = vec![0u8; CHUNK];
@@ -1003,7 +1063,7 @@ impl ObjectStore for DirStore {
                 Ok(())
             })?;
             remove_upload_files(&parent, &prefix);
-            Ok(multipart_etag(&digests))
+            Ok(answer(multipart_etag(&digests)))
         })
         .await
     }

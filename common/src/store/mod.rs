@@ -14,6 +14,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 
+use crate::checksum::{Algorithm, Checksum, ChecksumType};
 use crate::error::Result;
 
 pub mod dir;
@@ -86,8 +87,9 @@ pub struct ObjectInfo {
     pub parts_count: Option<u32>,
     /// `x-amz-server-side-encryption`, e.g. `aws:kms` (ETags are then not MD5s).
     pub sse: Option<String>,
-    /// Additional checksums, by algorithm name (`CRC32`, `CRC32C`, `SHA1`, `SHA256`, `CRC64NVME`).
-    pub checksums: BTreeMap<String, String>,
+    /// The object's additional checksum (S3 keeps one algorithm per
+    /// object), when the store reports one with a known type.
+    pub checksum: Option<Checksum>,
     pub attrs: ObjectAttrs,
 }
 
@@ -103,13 +105,71 @@ pub struct PutOptions {
     /// MD5 of a whole-object body ([`ObjectStore::put`]): the store refuses a
     /// body with another MD5 (`BadDigest`) instead of storing damaged bytes.
     pub content_md5: Option<[u8; 16]>,
+    /// The additional checksum the object gets (stores that keep none ignore it).
+    pub checksum: Option<WriteChecksum>,
+    /// Write only if no object exists under the key (`If-None-Match: *`):
+    /// an existing one fails the write with class [`TARGET_EXISTS`].
+    pub if_none_match: bool,
 }
 
-/// A completed part of a multipart upload.
+/// The checksum a write gives the object.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteChecksum {
+    /// This full-object value, known before the body is sent (whole-body
+    /// writes): the store refuses other bytes (`BadDigest`). For
+    /// CreateMultipartUpload it names the algorithm, type full-object.
+    Value(Checksum),
+    /// This algorithm and type, the value computed as the body is sent (a
+    /// streamed PutObject: a trailer) or from the parts (multipart).
+    Compute(Algorithm, ChecksumType),
+}
+
+impl WriteChecksum {
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            WriteChecksum::Value(c) => c.algorithm,
+            WriteChecksum::Compute(a, _) => *a,
+        }
+    }
+
+    pub fn kind(&self) -> ChecksumType {
+        match self {
+            WriteChecksum::Value(c) => c.kind,
+            WriteChecksum::Compute(_, k) => *k,
+        }
+    }
+}
+
+/// What a final write (PutObject, CopyObject, CompleteMultipartUpload)
+/// answered: the new ETag, and the checksum the store computed and kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Written {
+    pub etag: String,
+    pub checksum: Option<Checksum>,
+}
+
+/// How a multipart upload is completed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Finish {
+    /// The full-object checksum the object must have (S3 refuses another:
+    /// `BadDigest`); `None` for composite uploads or when unknown.
+    pub checksum: Option<Checksum>,
+    /// Complete only if no object exists under the key (`If-None-Match: *`).
+    pub if_none_match: bool,
+}
+
+/// Class of a conditional write (`If-None-Match: *`) refused because an
+/// object exists under the key (S3's 412 on a write, not on a read).
+pub const TARGET_EXISTS: &str = "TargetExists";
+
+/// A completed part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CompletedPart {
     pub number: i32,
     pub etag: String,
+    /// The part's checksum (of the upload's algorithm), as the store
+    /// answered it; sent back on completion.
+    pub checksum: Option<Checksum>,
 }
 
 /// The source of a server-side copy, in a store on the same endpoint as the
@@ -129,6 +189,17 @@ impl CopySource<'_> {
     pub fn subject(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
     }
+}
+
+/// What a CopyObject sets on the target besides what it copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CopyWrite<'a> {
+    pub storage_class: Option<&'a str>,
+    pub acl: Option<&'a str>,
+    /// The checksum algorithm the copy gets (S3 keeps the source's when not asked).
+    pub checksum: Option<Algorithm>,
+    /// Copy only if no object exists under the key (`If-None-Match: *`).
+    pub if_none_match: bool,
 }
 
 /// A multipart upload in progress (for `commander cleanup`).
@@ -213,7 +284,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     ) -> Result<ByteStream>;
 
     /// Write a whole object in one request. Atomic: readers see the old or the new object.
-    async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<String>;
+    async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<Written>;
 
     /// Write a whole object from a stream of known length in one request (S3:
     /// one PutObject with Content-Length; directories: temp file + rename).
@@ -231,7 +302,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         body: ByteStream,
         len: u64,
         opts: &PutOptions,
-    ) -> Result<String> {
+    ) -> Result<Written> {
         use futures::StreamExt;
         let subject = format!("{}/{key}", self.describe());
         let mut body = body;
@@ -251,9 +322,9 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Start a multipart upload; returns its id.
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String>;
 
-    /// Upload one part; returns its ETag. With `content_md5` the store refuses
-    /// a body with another MD5 (class `BadDigest`, retryable) instead of
-    /// storing damaged bytes.
+    /// Upload one part. With `content_md5` or `checksum` (the part's value
+    /// of the upload's algorithm) the store refuses a body with another
+    /// digest (class `BadDigest`, retryable) instead of storing damaged bytes.
     async fn upload_part(
         &self,
         key: &str,
@@ -261,15 +332,17 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         number: i32,
         body: Bytes,
         content_md5: Option<&[u8; 16]>,
-    ) -> Result<String>;
+        checksum: Option<&Checksum>,
+    ) -> Result<CompletedPart>;
 
-    /// Complete an upload; returns the object's ETag.
+    /// Complete an upload of `parts` (in order).
     async fn complete_multipart(
         &self,
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
-    ) -> Result<String>;
+        finish: &Finish,
+    ) -> Result<Written>;
 
     /// Abort an upload (so no orphaned parts are billed). Idempotent.
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()>;
@@ -302,24 +375,25 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// Server-side copy of `src` to `key`; returns the new ETag. `opts: None`
-    /// copies the source's headers, metadata and tags, with `storage_class`
-    /// and `acl` as given; `Some(opts)` replaces them with `opts`'. Stores
-    /// without [`Capabilities::server_side_copy`] refuse (class `Unsupported`).
+    /// Server-side copy of `src` to `key`. `opts: None` copies the source's
+    /// headers, metadata, tags and checksum algorithm, with `write`'s storage
+    /// class, ACL, checksum algorithm (for a source without one) and
+    /// condition; `Some(opts)` replaces them with `opts`'. Stores without
+    /// [`Capabilities::server_side_copy`] refuse (class `Unsupported`).
     async fn copy_object(
         &self,
         src: &CopySource<'_>,
         key: &str,
         opts: Option<&PutOptions>,
-        storage_class: Option<&str>,
-        acl: Option<&str>,
-    ) -> Result<String> {
-        let _ = (src, key, opts, storage_class, acl);
+        write: &CopyWrite<'_>,
+    ) -> Result<Written> {
+        let _ = (src, key, opts, write);
         Err(unsupported(self.describe(), "copy objects server-side"))
     }
 
     /// Server-side copy of the inclusive byte `range` of `src` as part
-    /// `number` of an upload; returns the part's ETag. Stores without
+    /// `number` of an upload (its checksum computed by the store with the
+    /// upload's algorithm). Stores without
     /// [`Capabilities::server_side_copy`] refuse (class `Unsupported`).
     async fn upload_part_copy(
         &self,
@@ -328,7 +402,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         upload_id: &str,
         number: i32,
         range: (u64, u64),
-    ) -> Result<String> {
+    ) -> Result<CompletedPart> {
         let _ = (src, key, upload_id, number, range);
         Err(unsupported(self.describe(), "copy parts server-side"))
     }

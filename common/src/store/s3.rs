@@ -17,9 +17,11 @@ use async_trait::async_trait;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use aws_sdk_s3::config::RequestChecksumCalculation;
 use aws_sdk_s3::types::{
-    ChecksumMode, CompletedMultipartUpload, CompletedPart as SdkCompletedPart, EncodingType,
-    MetadataDirective, ObjectCannedAcl, StorageClass, Tag, Tagging, TaggingDirective,
+    ChecksumAlgorithm as SdkAlgorithm, ChecksumMode, ChecksumType as SdkChecksumType,
+    CompletedMultipartUpload, CompletedPart as SdkCompletedPart, EncodingType, MetadataDirective,
+    ObjectCannedAcl, StorageClass, Tag, Tagging, TaggingDirective,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::date_time::Format;
@@ -30,9 +32,11 @@ use http_body::{Frame, SizeHint};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::{
-    length_mismatch, ByteStream, Capabilities, CompletedPart, CopySource, ListPage, ListRequest,
-    Listed, ObjectAttrs, ObjectInfo, ObjectStore, PutOptions, Upload,
+    length_mismatch, ByteStream, Capabilities, CompletedPart, CopySource, CopyWrite, Finish,
+    ListPage, ListRequest, Listed, ObjectAttrs, ObjectInfo, ObjectStore, PutOptions, Upload,
+    WriteChecksum, Written, TARGET_EXISTS,
 };
+use crate::checksum::{Algorithm, Checksum, ChecksumType};
 use crate::error::{Error, ErrorKind, Result};
 
 pub mod home;
@@ -101,6 +105,84 @@ macro_rules! with_put_options {
     }};
 }
 
+/// The five `checksum_*` values of an SDK output or result, by algorithm.
+macro_rules! checksum_values {
+    ($out:expr) => {
+        [
+            (Algorithm::Crc64Nvme, $out.checksum_crc64_nvme()),
+            (Algorithm::Crc32, $out.checksum_crc32()),
+            (Algorithm::Crc32c, $out.checksum_crc32_c()),
+            (Algorithm::Sha1, $out.checksum_sha1()),
+            (Algorithm::Sha256, $out.checksum_sha256()),
+        ]
+    };
+}
+
+/// Set one checksum value (base64) of `algorithm` on a request or part builder.
+macro_rules! with_checksum_value {
+    ($builder:expr, $algorithm:expr, $value:expr) => {{
+        let b = $builder;
+        let v: String = $value;
+        match $algorithm {
+            Algorithm::Crc64Nvme => b.checksum_crc64_nvme(v),
+            Algorithm::Crc32 => b.checksum_crc32(v),
+            Algorithm::Crc32c => b.checksum_crc32_c(v),
+            Algorithm::Sha1 => b.checksum_sha1(v),
+            Algorithm::Sha256 => b.checksum_sha256(v),
+        }
+    }};
+}
+
+/// The object's checksum from the values an answer carries and its
+/// `x-amz-checksum-type`. Without a type (older S3 clones) a `-N` value is
+/// composite and a plain one full-object.
+fn checksum_of(
+    kind: Option<&SdkChecksumType>,
+    values: [(Algorithm, Option<&str>); 5],
+) -> Option<Checksum> {
+    let (algorithm, value) = values
+        .into_iter()
+        .find_map(|(a, v)| v.filter(|v| !v.is_empty()).map(|v| (a, v)))?;
+    let composite = value
+        .rsplit_once('-')
+        .is_some_and(|(_, n)| n.parse::<u32>().is_ok());
+    let kind = match kind.map(|k| k.as_str()).and_then(ChecksumType::parse) {
+        Some(k) => k,
+        None if composite => ChecksumType::Composite,
+        None => ChecksumType::FullObject,
+    };
+    Some(Checksum {
+        algorithm,
+        kind,
+        value: value.to_string(),
+    })
+}
+
+fn sdk_algorithm(a: Algorithm) -> SdkAlgorithm {
+    SdkAlgorithm::from(a.as_str())
+}
+
+fn sdk_type(k: ChecksumType) -> SdkChecksumType {
+    SdkChecksumType::from(k.as_str())
+}
+
+/// A conditional write's 412 means an object exists under the key (not a
+/// changed source, as a 412 on a read or copy source does).
+fn on_conditional_write(err: Error, if_none_match: bool) -> Error {
+    if if_none_match && err.kind == ErrorKind::PreconditionFailed {
+        Error {
+            class: TARGET_EXISTS.to_string(),
+            message: format!(
+                "an object already exists under the key and --no-overwrite is set ({})",
+                err.message
+            ),
+            ..err
+        }
+    } else {
+        err
+    }
+}
+
 impl S3Store {
     /// A store for `bucket` using `client` (endpoint, credentials and retries are the client's).
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
@@ -126,13 +208,21 @@ impl S3Store {
     /// `Content-MD5` is sent when `opts` carries one, so S3 refuses damaged bytes.
     async fn put_request(&self, key: &str, opts: &PutOptions) -> Result<PutObjectFluentBuilder> {
         let client = self.client().await?;
-        Ok(
-            with_put_options!(client.put_object().bucket(&self.bucket).key(key), opts)
-                .set_content_md5(
-                    opts.content_md5
-                        .map(|m| base64::engine::general_purpose::STANDARD.encode(m)),
-                ),
-        )
+        let mut req = with_put_options!(client.put_object().bucket(&self.bucket).key(key), opts)
+            .set_content_md5(
+                opts.content_md5
+                    .map(|m| base64::engine::general_purpose::STANDARD.encode(m)),
+            )
+            .set_if_none_match(opts.if_none_match.then(|| "*".to_string()));
+        match &opts.checksum {
+            Some(WriteChecksum::Value(c)) => {
+                req = with_checksum_value!(req, c.algorithm, c.value.clone())
+                    .checksum_algorithm(sdk_algorithm(c.algorithm));
+            }
+            Some(WriteChecksum::Compute(a, _)) => req = req.checksum_algorithm(sdk_algorithm(*a)),
+            None => {}
+        }
+        Ok(req)
     }
 }
 
@@ -235,18 +325,13 @@ impl ObjectStore for S3Store {
             .parts_count()
             .and_then(|n| u32::try_from(n).ok())
             .or_else(|| etag.as_deref().and_then(etag_parts));
-        let mut checksums = BTreeMap::new();
-        for (name, value) in [
-            ("CRC32", out.checksum_crc32()),
-            ("CRC32C", out.checksum_crc32_c()),
-            ("CRC64NVME", out.checksum_crc64_nvme()),
-            ("SHA1", out.checksum_sha1()),
-            ("SHA256", out.checksum_sha256()),
-        ] {
-            if let Some(v) = value {
-                checksums.insert(name.to_string(), v.to_string());
-            }
-        }
+        // Without a type, a plain value on a multipart object is of unknown
+        // type (a clone may keep composites without their `-N`): not used.
+        let checksum = checksum_of(out.checksum_type(), checksum_values!(out)).filter(|c| {
+            out.checksum_type().is_some()
+                || c.kind == ChecksumType::Composite
+                || parts_count.is_none()
+        });
         Ok(Some(ObjectInfo {
             key: key.to_string(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
@@ -256,7 +341,7 @@ impl ObjectStore for S3Store {
             version_id: out.version_id().map(str::to_string),
             parts_count,
             sse: out.server_side_encryption().map(|s| s.as_str().to_string()),
-            checksums,
+            checksum,
             attrs: ObjectAttrs {
                 content_type: out.content_type().map(str::to_string),
                 content_encoding: out.content_encoding().map(str::to_string),
@@ -323,16 +408,25 @@ impl ObjectStore for S3Store {
         Ok(body_stream(out.body, subject))
     }
 
-    async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<String> {
+    async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<Written> {
         let subject = self.subject(key);
-        let out = self
+        let req = self
             .put_request(key, opts)
             .await?
-            .body(SdkByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| map_sdk_error(e, &subject))?;
-        Ok(out.e_tag().unwrap_or_default().to_string())
+            .body(SdkByteStream::from(body));
+        let out = if matches!(opts.checksum, Some(WriteChecksum::Compute(..))) {
+            req.customize()
+                .config_override(computed_checksums())
+                .send()
+                .await
+        } else {
+            req.send().await
+        }
+        .map_err(|e| on_conditional_write(map_sdk_error(e, &subject), opts.if_none_match))?;
+        Ok(Written {
+            etag: out.e_tag().unwrap_or_default().to_string(),
+            checksum: checksum_of(out.checksum_type(), checksum_values!(out)),
+        })
     }
 
     async fn put_stream(
@@ -341,7 +435,7 @@ impl ObjectStore for S3Store {
         body: ByteStream,
         len: u64,
         opts: &PutOptions,
-    ) -> Result<String> {
+    ) -> Result<Written> {
         let subject = self.subject(key);
         let content_length = i64::try_from(len).map_err(|_| {
             Error::new(
@@ -359,15 +453,26 @@ impl ObjectStore for S3Store {
             finished: false,
             subject: subject.clone(),
         };
-        let out = self
+        let req = self
             .put_request(key, opts)
             .await?
             .content_length(content_length)
-            .body(SdkByteStream::from_body_1_x(body))
-            .send()
-            .await
-            .map_err(|e| stream_error(e, &subject))?;
-        Ok(out.e_tag().unwrap_or_default().to_string())
+            .body(SdkByteStream::from_body_1_x(body));
+        // A value not known before the body is sent goes as a trailer the SDK
+        // computes (aws-chunked), so the store still checks every byte.
+        let out = if matches!(opts.checksum, Some(WriteChecksum::Compute(..))) {
+            req.customize()
+                .config_override(computed_checksums())
+                .send()
+                .await
+        } else {
+            req.send().await
+        }
+        .map_err(|e| on_conditional_write(stream_error(e, &subject), opts.if_none_match))?;
+        Ok(Written {
+            etag: out.e_tag().unwrap_or_default().to_string(),
+            checksum: checksum_of(out.checksum_type(), checksum_values!(out)),
+        })
     }
 
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
@@ -380,6 +485,8 @@ impl ObjectStore for S3Store {
                 .key(key),
             opts
         )
+        .set_checksum_algorithm(opts.checksum.as_ref().map(|c| sdk_algorithm(c.algorithm())))
+        .set_checksum_type(opts.checksum.as_ref().map(|c| sdk_type(c.kind())))
         .send()
         .await
         .map_err(|e| map_sdk_error(e, &subject))?;
@@ -398,9 +505,10 @@ impl ObjectStore for S3Store {
         number: i32,
         body: Bytes,
         content_md5: Option<&[u8; 16]>,
-    ) -> Result<String> {
+        checksum: Option<&Checksum>,
+    ) -> Result<CompletedPart> {
         let subject = self.subject(key);
-        let out = self
+        let mut req = self
             .client()
             .await?
             .upload_part()
@@ -410,17 +518,28 @@ impl ObjectStore for S3Store {
             .part_number(number)
             .set_content_md5(
                 content_md5.map(|m| base64::engine::general_purpose::STANDARD.encode(m)),
-            )
+            );
+        if let Some(c) = checksum {
+            req = with_checksum_value!(req, c.algorithm, c.value.clone())
+                .checksum_algorithm(sdk_algorithm(c.algorithm));
+        }
+        let out = req
             .body(SdkByteStream::from(body))
             .send()
             .await
             .map_err(|e| map_sdk_error(e, &subject))?;
-        required(
+        let etag = required(
             out.e_tag(),
             "PartWithoutETag",
             subject,
             format!("UploadPart of part {number} answered without an ETag"),
-        )
+        )?;
+        Ok(CompletedPart {
+            number,
+            etag,
+            // A store that does not echo the value keeps the one sent.
+            checksum: checksum_of(None, checksum_values!(out)).or_else(|| checksum.cloned()),
+        })
     }
 
     async fn complete_multipart(
@@ -428,22 +547,26 @@ impl ObjectStore for S3Store {
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
-    ) -> Result<String> {
+        finish: &Finish,
+    ) -> Result<Written> {
         let subject = self.subject(key);
         let upload = CompletedMultipartUpload::builder()
             .set_parts(Some(
                 parts
                     .iter()
                     .map(|p| {
-                        SdkCompletedPart::builder()
+                        let b = SdkCompletedPart::builder()
                             .part_number(p.number)
-                            .e_tag(&p.etag)
-                            .build()
+                            .e_tag(&p.etag);
+                        match &p.checksum {
+                            Some(c) => with_checksum_value!(b, c.algorithm, c.value.clone()).build(),
+                            None => b.build(),
+                        }
                     })
                     .collect(),
             ))
             .build();
-        let out = self
+        let mut req = self
             .client()
             .await?
             .complete_multipart_upload()
@@ -451,15 +574,25 @@ impl ObjectStore for S3Store {
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(upload)
+            .set_if_none_match(finish.if_none_match.then(|| "*".to_string()));
+        if let Some(c) = &finish.checksum {
+            req = with_checksum_value!(req, c.algorithm, c.value.clone())
+                .checksum_type(sdk_type(ChecksumType::FullObject));
+        }
+        let out = req
             .send()
             .await
-            .map_err(|e| map_sdk_error(e, &subject))?;
-        required(
+            .map_err(|e| on_conditional_write(map_sdk_error(e, &subject), finish.if_none_match))?;
+        let etag = required(
             out.e_tag(),
             "CompleteWithoutETag",
             subject,
             "CompleteMultipartUpload answered without an ETag (error in a 200 reply?)",
-        )
+        )?;
+        Ok(Written {
+            etag,
+            checksum: checksum_of(out.checksum_type(), checksum_values!(out)),
+        })
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
@@ -562,10 +695,10 @@ impl ObjectStore for S3Store {
         src: &CopySource<'_>,
         key: &str,
         opts: Option<&PutOptions>,
-        storage_class: Option<&str>,
-        acl: Option<&str>,
-    ) -> Result<String> {
+        write: &CopyWrite<'_>,
+    ) -> Result<Written> {
         let subject = self.subject(key);
+        let (storage_class, acl) = (write.storage_class, write.acl);
         let mut req = self
             .client()
             .await?
@@ -573,7 +706,9 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .key(key)
             .copy_source(copy_source_header(src))
-            .set_copy_source_if_match(src.if_match.map(str::to_string));
+            .set_copy_source_if_match(src.if_match.map(str::to_string))
+            .set_checksum_algorithm(write.checksum.map(sdk_algorithm))
+            .set_if_none_match(write.if_none_match.then(|| "*".to_string()));
         let (storage_class, acl) = match opts {
             None => {
                 req = req
@@ -608,16 +743,26 @@ impl ObjectStore for S3Store {
         req = req
             .set_storage_class(storage_class.map(StorageClass::from))
             .set_acl(acl.map(ObjectCannedAcl::from));
-        let out = req
-            .send()
-            .await
-            .map_err(|e| on_copy_side(map_sdk_error(e, &subject), src))?;
-        required(
-            out.copy_object_result().and_then(|r| r.e_tag()),
+        let out = req.send().await.map_err(|e| {
+            let err = map_sdk_error(e, &subject);
+            // If-None-Match is about the target; if-match about the source.
+            if write.if_none_match && err.kind == ErrorKind::PreconditionFailed && exists(&err) {
+                on_conditional_write(err, true)
+            } else {
+                on_copy_side(err, src)
+            }
+        })?;
+        let result = out.copy_object_result();
+        let etag = required(
+            result.and_then(|r| r.e_tag()),
             "CopyWithoutETag",
             subject,
             "CopyObject answered without an ETag (error in a 200 reply?)",
-        )
+        )?;
+        Ok(Written {
+            etag,
+            checksum: result.and_then(|r| checksum_of(r.checksum_type(), checksum_values!(r))),
+        })
     }
 
     async fn upload_part_copy(
@@ -627,7 +772,7 @@ impl ObjectStore for S3Store {
         upload_id: &str,
         number: i32,
         range: (u64, u64),
-    ) -> Result<String> {
+    ) -> Result<CompletedPart> {
         let subject = self.subject(key);
         let out = self
             .client()
@@ -643,12 +788,18 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| on_copy_side(map_sdk_error(e, &subject), src))?;
-        required(
-            out.copy_part_result().and_then(|r| r.e_tag()),
+        let result = out.copy_part_result();
+        let etag = required(
+            result.and_then(|r| r.e_tag()),
             "CopyWithoutETag",
             subject,
             format!("UploadPartCopy of part {number} answered without an ETag"),
-        )
+        )?;
+        Ok(CompletedPart {
+            number,
+            etag,
+            checksum: result.and_then(|r| checksum_of(None, checksum_values!(r))),
+        })
     }
 
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<Upload>> {
@@ -710,6 +861,20 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// A client setting for one request: the SDK computes the checksum of the
+/// body it sends (a trailer for streamed bodies), which the store checks.
+fn computed_checksums() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default()
+        .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
+}
+
+/// Whether a 412 on a copy with both conditions is the target's: S3 says
+/// which condition failed only in the message, so a copy-source (`if-match`)
+/// refusal is told apart by naming the copy source.
+fn exists(err: &Error) -> bool {
+    !err.message.to_ascii_lowercase().contains("copy")
+}
+
 /// A field a successful reply must carry (an ETag, an upload id). A reply
 /// without it is S3's error-in-a-200 or a broken store: a retryable error of
 /// `class`, never an empty value taken for a result.
@@ -748,7 +913,9 @@ pub fn error_kind(code: Option<&str>, status: Option<u16>) -> ErrorKind {
             | "PriorRequestNotComplete"
             | "IDPCommunicationError"
             // The body arrived damaged (Content-MD5 or checksum refused): send it again.
-            | "BadDigest",
+            | "BadDigest"
+            // A conditional write raced another write of the key: start it again.
+            | "ConditionalRequestConflict",
         ) => return ErrorKind::Retryable,
         Some("NoSuchKey" | "NotFound" | "NoSuchBucket" | "NoSuchUpload" | "NoSuchVersion") => {
             return ErrorKind::NotFound
@@ -1095,6 +1262,7 @@ mod tests {
             (Some("BadDigest"), Some(400), ErrorKind::Retryable),
             (None, Some(200), ErrorKind::Retryable),
             (Some("InvalidDigest"), Some(400), ErrorKind::Permanent),
+            (Some("ConditionalRequestConflict"), Some(409), ErrorKind::Retryable),
             (Some("InvalidRequest"), Some(400), ErrorKind::Permanent),
             (None, None, ErrorKind::Permanent),
         ];

@@ -2,36 +2,48 @@
 //! the metadata and tags copied by S3 (COPY directives), or a multipart copy
 //! whose UploadPartCopy parts reproduce the planned layout, with headers,
 //! metadata and tags set explicitly on CreateMultipartUpload (which does not
-//! copy them).
+//! copy them). The checksum: S3 keeps the source's algorithm on CopyObject
+//! (asked for one only when the source has none); a multipart copy's upload
+//! is created with the carried algorithm and type, S3 computes each copied
+//! part's checksum, and their sum must be the source's before completing.
 
+use crate::checksum::Algorithm;
 use crate::error::Result;
-use crate::store::{CompletedPart, CopySource, ObjectInfo, PutOptions};
+use crate::store::{CopySource, CopyWrite, ObjectInfo, PutOptions, Written};
 
+use super::carry::Carry;
 use super::plan::Planned;
-use super::{part_ranges, run_upload, settle, Expected, Job, UploadGuard};
+use super::{part_ranges, run_upload, settle, Expected, Job, UploadGuard, Wrote};
 
-/// One CopyObject: metadata and tags copied server-side, storage class and ACL
-/// as configured, the source pinned to `pin`. Returns the target ETag.
-pub(super) async fn single(job: &Job<'_>, src_bucket: &str, pin: Option<&str>) -> Result<String> {
+/// One CopyObject: metadata, tags and checksum algorithm copied
+/// server-side, storage class and ACL as configured, the source pinned to
+/// `pin`; `checksum`: the algorithm for a source without one.
+pub(super) async fn single(
+    job: &Job<'_>,
+    src_bucket: &str,
+    pin: Option<&str>,
+    checksum: Option<Algorithm>,
+) -> Result<Written> {
+    let write = CopyWrite {
+        storage_class: job.opts.storage_class.as_deref(),
+        acl: job.opts.acl.as_deref(),
+        checksum,
+        if_none_match: job.opts.no_overwrite,
+    };
     job.dst()
-        .copy_object(
-            &copy_source(job, src_bucket, pin),
-            job.tkey(),
-            None,
-            job.opts.storage_class.as_deref(),
-            job.opts.acl.as_deref(),
-        )
+        .copy_object(&copy_source(job, src_bucket, pin), job.tkey(), None, &write)
         .await
 }
 
-/// Copy as planned; returns the target ETag.
+/// Copy as planned.
 pub(super) async fn run(
     job: &Job<'_>,
     src_bucket: &str,
     info: &ObjectInfo,
     pin: Option<&str>,
     planned: &Planned,
-) -> Result<String> {
+    carry: Option<&Carry>,
+) -> Result<Wrote> {
     let Some(ranges) = part_ranges(planned) else {
         let expected = Expected {
             size: info.size,
@@ -43,8 +55,14 @@ pub(super) async fn run(
                         .is_some_and(|s| s.starts_with("aws:kms"))
                 })
                 .map(str::to_string),
+            checksum: carry.and_then(|c| c.expect.clone()),
         };
-        return settle(job, single(job, src_bucket, pin).await, &expected).await;
+        let asked = carry.filter(|_| info.checksum.is_none()).map(|c| c.algorithm);
+        let written = settle(job, single(job, src_bucket, pin, asked).await, &expected).await?;
+        return Ok(Wrote {
+            written,
+            md5_proven: false,
+        });
     };
     let tags = job.src().get_tags(job.key()).await?;
     let opts = PutOptions {
@@ -53,28 +71,33 @@ pub(super) async fn run(
         storage_class: job.opts.storage_class.clone(),
         acl: job.opts.acl.clone(),
         content_md5: None,
+        checksum: carry.map(Carry::compute),
+        if_none_match: job.opts.no_overwrite,
     };
     let upload_id = job.dst().create_multipart(job.tkey(), &opts).await?;
     tracing::debug!(%upload_id, parts = ranges.len(), "multipart copy started");
     let guard = UploadGuard::new(job.ends.target.clone(), job.tkey(), &upload_id);
     let source = copy_source(job, src_bucket, pin);
     let (source, upload_id) = (&source, &upload_id);
-    run_upload(
+    let written = run_upload(
         job,
         info.size,
         guard,
-        ranges.len(),
+        ranges,
         job.opts.part_concurrency,
+        carry,
         |n| async move {
             let range = ranges[(n - 1) as usize];
-            let etag = job
-                .dst()
+            job.dst()
                 .upload_part_copy(source, job.tkey(), upload_id, n, range)
-                .await?;
-            Ok(CompletedPart { number: n, etag })
+                .await
         },
     )
-    .await
+    .await?;
+    Ok(Wrote {
+        written,
+        md5_proven: false,
+    })
 }
 
 /// The job's source key (at the row's version), read from `src_bucket`, pinned to `pin`.

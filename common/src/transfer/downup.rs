@@ -4,7 +4,10 @@
 //! multipart upload on the target. Memory: at most `part_concurrency` parts
 //! of `part_size` per object, and — with [`TransferOptions::buffers`] — one
 //! budget for every object in flight; no temp files, no size limit. Every read
-//! is pinned to the source ETag and every byte's MD5 is checked.
+//! is pinned to the source ETag and every byte's MD5 is checked. The carried
+//! checksum is computed as the bytes are read, checked against the source's
+//! (whole object, or the parts' sum) and sent with every request, so the
+//! target refuses bytes damaged on the way.
 //!
 //! [`TransferOptions::buffers`]: super::TransferOptions::buffers
 
@@ -16,27 +19,30 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 
+use crate::checksum::{self, Algorithm, ChecksumType, Hasher};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::dir::{format_mtime, MTIME_META};
-use crate::store::{ByteStream, CompletedPart, ObjectInfo, PutOptions, SIZE_MISMATCH};
+use crate::store::{ByteStream, ObjectInfo, PutOptions, WriteChecksum, Written, SIZE_MISMATCH};
 use crate::verify::{etag_bare, etag_parts};
 
 use super::buffers::Reserved;
+use super::carry::Carry;
 use super::plan::{self, Plan, Planned};
-use super::{run_upload, settle, Expected, Job, UploadGuard, BAD_DIGEST};
+use super::{run_upload, settle, Expected, Job, UploadGuard, Wrote, BAD_DIGEST};
 use crate::store::etag::md5_etag;
 
 /// Room reserved in the shared budget for one streamed PutObject: the chunks
 /// in flight between the source's GET and the target (a few 1 MiB chunks at most).
 const STREAM_WINDOW: u64 = 2 * 1024 * 1024;
 
-/// Transfer as planned; returns the target ETag.
+/// Transfer as planned.
 pub(super) async fn run(
     job: &Job<'_>,
     info: &ObjectInfo,
     pin: Option<&str>,
     planned: &Planned,
-) -> Result<String> {
+    carry: Option<&Carry>,
+) -> Result<Wrote> {
     let tags = job.src().get_tags(job.key()).await?;
     let mut attrs = info.attrs.clone();
     if !job.dst().capabilities().object_attrs && !attrs.metadata.contains_key(MTIME_META) {
@@ -53,54 +59,82 @@ pub(super) async fn run(
         storage_class: job.opts.storage_class.clone(),
         acl: job.opts.acl.clone(),
         content_md5: None,
+        checksum: None,
+        if_none_match: job.opts.no_overwrite,
     };
+    let algorithm = carry.map(|c| c.algorithm);
     let ranges = match &planned.plan {
         Plan::Single => {
             let _room = reserve(job, info.size).await;
-            let (body, md5) = read(job, None, info.size, pin).await?;
+            let (body, md5, digest) = read(job, None, info.size, pin, algorithm).await?;
             check_read(job, info, &md5)?;
+            if let (Some(c), Some(d)) = (carry, &digest) {
+                c.check_read(d, &job.src_subject())?;
+            }
             // The target refuses bytes damaged on the way (BadDigest, retried).
             opts.content_md5 = Some(md5);
+            opts.checksum = digest.as_ref().map(|d| WriteChecksum::Value(d.full()));
             let expected = Expected {
                 size: info.size,
                 etag: Some(md5_etag(&md5)),
+                checksum: digest.as_ref().map(checksum::Digest::full),
             };
             let put = job.dst().put(job.tkey(), body, &opts).await;
-            let etag = settle(job, put, &expected).await?;
-            check_written(job, &etag, &md5).await?;
-            return Ok(etag);
+            let written = settle(job, put, &expected).await?;
+            check_written(job, &written, &md5, digest.as_ref()).await?;
+            return Ok(Wrote {
+                written,
+                md5_proven: source_md5(info).is_some(),
+            });
         }
         Plan::Stream => {
-            // The MD5 is known up front only from a plain source ETag.
+            // The MD5 is known up front only from a plain source ETag; the
+            // checksum from the source's full-object value (else the SDK
+            // computes it as it sends, and the target checks that).
             opts.content_md5 = source_md5(info);
-            return stream_put(job, info, pin, &opts).await;
+            opts.checksum = carry.map(|c| match &c.expect {
+                Some(want) => WriteChecksum::Value(want.clone()),
+                None => WriteChecksum::Compute(c.algorithm, ChecksumType::FullObject),
+            });
+            return stream_put(job, info, pin, &opts, carry).await;
         }
         Plan::Parts(ranges) => ranges,
     };
+    opts.checksum = carry.map(Carry::compute);
     let largest = ranges.iter().map(|(a, b)| b - a + 1).max().unwrap_or(1);
     let in_flight = plan::parts_in_flight(job.opts.part_concurrency, job.opts.part_size, largest);
     let upload_id = job.dst().create_multipart(job.tkey(), &opts).await?;
     tracing::debug!(%upload_id, parts = ranges.len(), in_flight, "multipart upload started");
     let guard = UploadGuard::new(job.ends.target.clone(), job.tkey(), &upload_id);
     let upload_id = &upload_id;
-    run_upload(
+    let written = run_upload(
         job,
         info.size,
         guard,
-        ranges.len(),
+        ranges,
         in_flight,
+        carry,
         |n| async move {
             let (a, b) = ranges[(n - 1) as usize];
             let _room = reserve(job, b - a + 1).await;
-            let (body, md5) = read(job, Some((a, b)), b - a + 1, pin).await?;
-            let etag = job
+            let (body, md5, digest) = read(job, Some((a, b)), b - a + 1, pin, algorithm).await?;
+            let checksum = digest.as_ref().map(checksum::Digest::full);
+            let mut part = job
                 .dst()
-                .upload_part(job.tkey(), upload_id, n, body, Some(&md5))
+                .upload_part(job.tkey(), upload_id, n, body, Some(&md5), checksum.as_ref())
                 .await?;
-            Ok(CompletedPart { number: n, etag })
+            // The sum is made of what was read (the target checked each part against it).
+            if checksum.is_some() {
+                part.checksum = checksum;
+            }
+            Ok(part)
         },
     )
-    .await
+    .await?;
+    Ok(Wrote {
+        written,
+        md5_proven: false,
+    })
 }
 
 /// Room for a buffer of `bytes` in the shared budget, if there is one; held
@@ -125,13 +159,15 @@ async fn stream_put(
     info: &ObjectInfo,
     pin: Option<&str>,
     opts: &PutOptions,
-) -> Result<String> {
+    carry: Option<&Carry>,
+) -> Result<Wrote> {
     let _room = reserve(job, STREAM_WINDOW.min(info.size)).await;
     let source = job.src().get(job.key(), None, pin).await?;
     let sent = Arc::new(Mutex::new(None));
     let body = Hashed {
         inner: source,
         hash: Md5::new(),
+        checksum: carry.map(|c| (Hasher::new(c.algorithm), c.clone())),
         seen: 0,
         len: info.size,
         expected: source_md5(info),
@@ -146,21 +182,29 @@ async fn stream_put(
     let expected = Expected {
         size: info.size,
         etag: opts.content_md5.as_ref().map(md5_etag),
+        checksum: carry.and_then(|c| c.expect.clone()),
     };
-    let etag = settle(job, put, &expected).await?;
+    let written = settle(job, put, &expected).await?;
     let sent = sent.lock().unwrap_or_else(PoisonError::into_inner).take();
     // With Content-MD5 the target itself checked the whole body (or settle
     // found the expected ETag): that MD5 is the one sent.
-    let md5 = sent.or(opts.content_md5).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Retryable,
-            "IncompleteBody",
-            job.dst_subject(),
-            "the target answered before the whole body was sent",
-        )
-    })?;
-    check_written(job, &etag, &md5).await?;
-    Ok(etag)
+    let (md5, digest) = match (sent, opts.content_md5) {
+        (Some((md5, digest)), _) => (md5, digest),
+        (None, Some(md5)) => (md5, None),
+        (None, None) => {
+            return Err(Error::new(
+                ErrorKind::Retryable,
+                "IncompleteBody",
+                job.dst_subject(),
+                "the target answered before the whole body was sent",
+            ))
+        }
+    };
+    check_written(job, &written, &md5, digest.as_ref()).await?;
+    Ok(Wrote {
+        written,
+        md5_proven: source_md5(info).is_some(),
+    })
 }
 
 /// The source's content MD5, when its ETag is one (single-part, no SSE-KMS).
@@ -172,24 +216,37 @@ fn source_md5(info: &ObjectInfo) -> Option<[u8; 16]> {
     hex::decode(etag_bare(etag)).ok()?.try_into().ok()
 }
 
-/// The source's chunks, passed on while their MD5 and count are taken: more
-/// or fewer than `len` bytes is `SizeMismatch`; an MD5 other than `expected`
-/// is `BadDigest`, reported instead of the last chunk. The MD5 of a complete
-/// body is left in `sent`.
+/// The MD5 of a streamed body, and its carried checksum when there is one.
+type Sent = ([u8; 16], Option<checksum::Digest>);
+
+/// The source's chunks, passed on while their MD5, carried checksum and
+/// count are taken: more or fewer than `len` bytes is `SizeMismatch`; an MD5
+/// other than `expected`, or a checksum other than the source's, is
+/// `BadDigest`, reported instead of the last chunk. The digests of a
+/// complete body are left in `sent`.
 struct Hashed {
     inner: ByteStream,
     hash: Md5,
+    checksum: Option<(Hasher, Carry)>,
     seen: u64,
     len: u64,
     expected: Option<[u8; 16]>,
-    sent: Arc<Mutex<Option<[u8; 16]>>>,
+    sent: Arc<Mutex<Option<Sent>>>,
     subject: String,
     done: bool,
 }
 
 impl Hashed {
-    /// All bytes seen: check the MD5 and publish it.
+    /// All bytes seen: check the MD5 and checksum and publish them.
     fn finish(&mut self) -> Result<()> {
+        let digest = match self.checksum.take() {
+            Some((hasher, carry)) => {
+                let d = hasher.finish();
+                carry.check_read(&d, &self.subject)?;
+                Some(d)
+            }
+            None => None,
+        };
         let md5: [u8; 16] = std::mem::take(&mut self.hash).finalize().into();
         if let Some(want) = self.expected {
             if want != md5 {
@@ -205,7 +262,7 @@ impl Hashed {
                 ));
             }
         }
-        *self.sent.lock().unwrap_or_else(PoisonError::into_inner) = Some(md5);
+        *self.sent.lock().unwrap_or_else(PoisonError::into_inner) = Some((md5, digest));
         Ok(())
     }
 
@@ -237,6 +294,9 @@ impl Stream for Hashed {
                     Err(this.mismatch("more"))
                 } else {
                     this.hash.update(&chunk);
+                    if let Some((h, _)) = this.checksum.as_mut() {
+                        h.update(&chunk);
+                    }
                     if this.seen == this.len && !chunk.is_empty() {
                         this.finish().map(|()| chunk)
                     } else {
@@ -266,29 +326,39 @@ impl Stream for Hashed {
     }
 }
 
-/// Read a range (or the whole object) into memory, hashing as it arrives; a
-/// length other than `expected` is a retryable error (the source changed).
+/// Read a range (or the whole object) into memory, taking its MD5 (and its
+/// `algorithm` checksum) as it arrives; a length other than `expected` is a
+/// retryable error (the source changed).
 async fn read(
     job: &Job<'_>,
     range: Option<(u64, u64)>,
     expected: u64,
     pin: Option<&str>,
-) -> Result<(Bytes, [u8; 16])> {
+    algorithm: Option<Algorithm>,
+) -> Result<(Bytes, [u8; 16], Option<checksum::Digest>)> {
     let mut stream = job.src().get(job.key(), range, pin).await?;
     let mut buf = BytesMut::with_capacity(expected as usize);
     let mut hash = Md5::new();
+    let mut checksum = algorithm.map(Hasher::new);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         if (buf.len() + chunk.len()) as u64 > expected {
             return Err(size_mismatch(job, range, expected, "more"));
         }
         hash.update(&chunk);
+        if let Some(h) = checksum.as_mut() {
+            h.update(&chunk);
+        }
         buf.extend_from_slice(&chunk);
     }
     if buf.len() as u64 != expected {
         return Err(size_mismatch(job, range, expected, "fewer"));
     }
-    Ok((buf.freeze(), hash.finalize().into()))
+    Ok((
+        buf.freeze(),
+        hash.finalize().into(),
+        checksum.map(Hasher::finish),
+    ))
 }
 
 fn size_mismatch(job: &Job<'_>, range: Option<(u64, u64)>, expected: u64, what: &str) -> Error {
@@ -335,9 +405,31 @@ fn check_read(job: &Job<'_>, info: &ObjectInfo, md5: &[u8; 16]) -> Result<()> {
     Ok(())
 }
 
-/// The object written must have the MD5 of the bytes sent, unless the target
-/// encrypts with KMS (then its ETag is not an MD5).
-async fn check_written(job: &Job<'_>, etag: &str, md5: &[u8; 16]) -> Result<()> {
+/// The object written must have the checksum of the bytes sent (when the
+/// target keeps one), and their MD5 as ETag unless the target encrypts with
+/// KMS (then its ETag is not an MD5).
+async fn check_written(
+    job: &Job<'_>,
+    written: &Written,
+    md5: &[u8; 16],
+    digest: Option<&checksum::Digest>,
+) -> Result<()> {
+    if let (Some(d), Some(got)) = (digest, written.checksum.as_ref()) {
+        if d.full().proves_equal(got) == Some(false) {
+            return Err(Error::new(
+                ErrorKind::Retryable,
+                BAD_DIGEST,
+                job.dst_subject(),
+                format!(
+                    "the target's checksum {} is not the {} {} of the bytes sent",
+                    got.describe(),
+                    d.algorithm,
+                    d.base64()
+                ),
+            ));
+        }
+    }
+    let etag = written.etag.as_str();
     if !plain_md5(etag, None) || etag_bare(etag).eq_ignore_ascii_case(&hex::encode(md5)) {
         return Ok(());
     }
@@ -369,7 +461,8 @@ mod tests {
     use crate::message::KeyItem;
     use crate::report::Outcome;
     use crate::store::dir::DirStore;
-    use crate::store::{ListPage, ListRequest, ObjectStore};
+    use crate::checksum::Checksum;
+    use crate::store::{CompletedPart, Finish, ListPage, ListRequest, ObjectStore};
     use crate::transfer::{process_key, BufferPool, Ends, Mode, TransferOptions};
 
     fn hashed(chunks: &[&'static [u8]], len: u64, expected: Option<[u8; 16]>) -> Hashed {
@@ -377,6 +470,7 @@ mod tests {
         Hashed {
             inner: Box::pin(futures::stream::iter(items)),
             hash: Md5::new(),
+            checksum: None,
             seen: 0,
             len,
             expected,
@@ -389,7 +483,7 @@ mod tests {
     async fn drain(h: Hashed) -> (Vec<Result<Bytes>>, Option<[u8; 16]>) {
         let sent = h.sent.clone();
         let items = h.collect::<Vec<_>>().await;
-        let md5 = *sent.lock().unwrap();
+        let md5 = sent.lock().unwrap().as_ref().map(|(m, _)| *m);
         (items, md5)
     }
 
@@ -460,7 +554,7 @@ mod tests {
             self.free_at_get.lock().unwrap().push(self.pool.available());
             self.inner.get(key, range, if_match).await
         }
-        async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<String> {
+        async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<Written> {
             self.inner.put(key, body, opts).await
         }
         async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
@@ -473,8 +567,9 @@ mod tests {
             n: i32,
             body: Bytes,
             md5: Option<&[u8; 16]>,
-        ) -> Result<String> {
-            self.inner.upload_part(key, id, n, body, md5).await
+        checksum: Option<&Checksum>,
+        ) -> Result<CompletedPart> {
+            self.inner.upload_part(key, id, n, body, md5, checksum).await
         }
         fn capabilities(&self) -> crate::store::Capabilities {
             self.inner.capabilities()
@@ -484,8 +579,9 @@ mod tests {
             key: &str,
             id: &str,
             parts: &[CompletedPart],
-        ) -> Result<String> {
-            self.inner.complete_multipart(key, id, parts).await
+        finish: &Finish,
+        ) -> Result<Written> {
+            self.inner.complete_multipart(key, id, parts, finish).await
         }
         async fn abort_multipart(&self, key: &str, id: &str) -> Result<()> {
             self.inner.abort_multipart(key, id).await

@@ -30,17 +30,20 @@ use crate::message::KeyItem;
 use crate::report::{Outcome, Proof};
 use crate::retry::{self, Policy};
 use crate::store::etag::{compute_etag, compute_multipart_etag};
-use crate::store::{ObjectAttrs, ObjectInfo, ObjectStore};
+use crate::checksum::{Algorithm, Checksum};
+use crate::store::{Finish, ObjectAttrs, ObjectInfo, ObjectStore, Written, TARGET_EXISTS};
 use crate::verify::{self, etag_bare, etag_parts, Verdict};
 use crate::window::DateWindow;
 
 mod buffers;
+mod carry;
 mod copy;
 mod downup;
 pub mod plan;
 
 pub use buffers::{BufferPool, Reserved};
 
+use carry::Carry;
 use plan::{Limits, Plan, Planned, SourceLayout};
 
 /// What the executor does with each key.
@@ -99,6 +102,12 @@ pub struct TransferOptions {
     /// Memory budget shared by every object in flight (downup part and object
     /// buffers); `None`: only the per-object bound (`part_concurrency` parts).
     pub buffers: Option<BufferPool>,
+    /// `--checksum-algorithm`: the checksum a target gets when its source has
+    /// none (a source's own is always carried); `None`: ask for none.
+    pub checksum: Option<Algorithm>,
+    /// `--no-overwrite`: never replace an existing target (outcome
+    /// `target-exists`); writes are conditional (`If-None-Match: *`).
+    pub no_overwrite: bool,
 }
 
 impl Default for TransferOptions {
@@ -115,6 +124,8 @@ impl Default for TransferOptions {
             window: DateWindow::default(),
             retry: Policy::object(),
             buffers: None,
+            checksum: Some(Algorithm::Crc64Nvme),
+            no_overwrite: false,
         }
     }
 }
@@ -151,7 +162,6 @@ impl Done {
         }
     }
 
-    #[allow(dead_code)] // used by the checksum work in progress
     fn proven(outcome: Outcome, bytes: u64, proof: Proof) -> Self {
         Done {
             proof: Some(proof),
@@ -230,6 +240,15 @@ async fn once(ends: &Ends, item: &KeyItem, opts: &TransferOptions) -> Result<Don
         Mode::Copy | Mode::Downup => transfer(&job).await,
     };
     match result {
+        Err(e) if e.class == TARGET_EXISTS => Ok(target_exists()),
+        Err(e) if e.kind == ErrorKind::PreconditionFailed && opts.no_overwrite => {
+            // A copy sent both conditions (source if-match, target
+            // if-none-match) and S3 does not say which failed: look.
+            match job.dst().head(job.tkey()).await? {
+                Some(_) => Ok(target_exists()),
+                None => Err(source_changed(e)),
+            }
+        }
         Err(e) if e.kind == ErrorKind::PreconditionFailed => Err(source_changed(e)),
         Err(e) if e.is_gone() && e.class != crate::error::class::NO_SUCH_UPLOAD => {
             // Which end is missing? Only a missing source is a warning.
@@ -250,6 +269,11 @@ fn source_changed(e: Error) -> Error {
         message,
         ..e
     }
+}
+
+fn target_exists() -> Done {
+    tracing::info!("the target exists and --no-overwrite is set: left as it is");
+    Done::new(Outcome::TargetExists, 0)
 }
 
 fn source_missing() -> Done {
@@ -428,16 +452,27 @@ async fn transfer(job: &Job<'_>) -> Result<Done> {
     if job.opts.verify {
         let checked = compare_ends(job, &info, layout.as_deref(), pin.as_deref()).await?;
         match checked.verdict {
-            Verdict::Identical => return Ok(Done::new(Outcome::SkippedIdentical, 0)),
+            Verdict::Identical => {
+                return Ok(Done {
+                    proof: checked.proof,
+                    ..Done::new(Outcome::SkippedIdentical, 0)
+                })
+            }
             Verdict::TagsDiffer => {
                 let tags = checked.src_tags.unwrap_or_default();
                 job.dst().put_tags(job.tkey(), &tags).await?;
-                return Ok(Done::new(Outcome::TagsUpdated, 0));
+                return Ok(Done {
+                    proof: checked.proof,
+                    ..Done::new(Outcome::TagsUpdated, 0)
+                });
             }
             Verdict::Missing => tracing::debug!("target missing: copying"),
             Verdict::Differs(r) => tracing::debug!(reasons = ?r, "target differs: copying"),
             Verdict::Unknown(why) => tracing::debug!(%why, "cannot compare: copying"),
         }
+    }
+    if job.opts.no_overwrite && job.dst().head(job.tkey()).await?.is_some() {
+        return Ok(target_exists());
     }
     let server_side = job.server_side();
     let source_layout = match (
@@ -458,23 +493,57 @@ async fn transfer(job: &Job<'_>) -> Result<Done> {
         },
     };
     let planned = plan::plan(info.size, source_layout, &limits);
-    tracing::debug!(plan = ?planned.plan, exact = planned.exact, "planned");
-    let etag = match server_side {
-        Some(src_bucket) => copy::run(job, src_bucket, &info, pin.as_deref(), &planned).await?,
-        None => downup::run(job, &info, pin.as_deref(), &planned).await?,
+    let carry = Carry::plan(
+        &info,
+        part_ranges(&planned).map(<[_]>::len),
+        planned.exact,
+        job.opts.checksum,
+    );
+    tracing::debug!(plan = ?planned.plan, exact = planned.exact, carry = ?carry, "planned");
+    let wrote = match server_side {
+        Some(src_bucket) => {
+            copy::run(job, src_bucket, &info, pin.as_deref(), &planned, carry.as_ref()).await?
+        }
+        None => downup::run(job, &info, pin.as_deref(), &planned, carry.as_ref()).await?,
     };
     let mut note = planned.note.clone();
-    if let (true, Some(src_etag)) = (planned.exact, info.etag.as_deref()) {
-        if let Some(why) = etags_disagree(job, src_etag, &etag).await? {
-            note = Some(why);
+    let mut proof = carry::proof(carry.as_ref(), &wrote.written, false, &job.dst_subject())?;
+    if !matches!(proof, Proof::Checksum(_)) {
+        let etag = &wrote.written.etag;
+        let mut evidence = wrote.md5_proven;
+        if let (true, Some(src_etag)) = (planned.exact, info.etag.as_deref()) {
+            match etags_disagree(job, src_etag, etag).await? {
+                Some(why) => note = Some(why),
+                None => evidence |= etag_evidence(&info, etag),
+            }
+        }
+        if evidence {
+            proof = Proof::Etag;
         }
     }
     Ok(Done {
-        outcome: Outcome::Copied,
-        bytes: info.size,
         note,
-        proof: None,
+        ..Done::proven(Outcome::Copied, info.size, proof)
     })
+}
+
+/// A written ETag equal to the source's is evidence of equal bytes when the
+/// source's ETag is an MD5 (no SSE-KMS: those are not, and two encryptions
+/// never agree by chance either way).
+fn etag_evidence(src: &ObjectInfo, written: &str) -> bool {
+    let kms = src.sse.as_deref().is_some_and(|s| s.starts_with("aws:kms"));
+    !kms && !written.is_empty()
+        && src
+            .etag
+            .as_deref()
+            .is_some_and(|e| etag_bare(e).eq_ignore_ascii_case(etag_bare(written)))
+}
+
+/// A finished write, and whether the MD5 of the bytes read was shown equal
+/// to the source's ETag and accepted by the target on the way (downup).
+struct Wrote {
+    written: Written,
+    md5_proven: bool,
 }
 
 /// Class of the failure when a write that reproduced the source's layout
@@ -544,7 +613,16 @@ async fn etags_disagree(job: &Job<'_>, src_etag: &str, written: &str) -> Result<
 /// time if a date window is set. One CopyObject, pinned to the listed ETag.
 async fn fast_copy(job: &Job<'_>) -> Result<Option<Done>> {
     let item = job.item;
-    let (Some(src_bucket), false) = (job.server_side(), job.opts.verify) else {
+    // Without a HEAD the source's checksum is unknown: only when S3's own
+    // default (CRC64NVME for a source without one) is what was asked, and
+    // never under --no-overwrite (its pre-check is a HEAD of the target).
+    let default_checksum = matches!(job.opts.checksum, None | Some(Algorithm::Crc64Nvme));
+    let (Some(src_bucket), false, true, false) = (
+        job.server_side(),
+        job.opts.verify,
+        default_checksum,
+        job.opts.no_overwrite,
+    ) else {
         return Ok(None);
     };
     let (Some(size), Some(etag)) = (item.size, item.etag.as_deref()) else {
@@ -566,19 +644,28 @@ async fn fast_copy(job: &Job<'_>) -> Result<Option<Done>> {
     let expected = Expected {
         size,
         etag: Some(pin.clone()),
+        checksum: None,
     };
     let written = settle(
         job,
-        copy::single(job, src_bucket, Some(&pin)).await,
+        copy::single(job, src_bucket, Some(&pin), None).await,
         &expected,
     )
     .await?;
     // Stores that ignore `x-amz-copy-source-if-match` copy a changed source
     // anyway: the returned ETag is the evidence either way.
-    let note = etags_disagree(job, etag, &written).await?;
+    let note = etags_disagree(job, etag, &written.etag).await?;
+    let listed = ObjectInfo {
+        etag: Some(pin),
+        ..ObjectInfo::default()
+    };
+    let proof = match note {
+        None if etag_evidence(&listed, &written.etag) => Proof::Etag,
+        _ => Proof::None,
+    };
     Ok(Some(Done {
         note,
-        ..Done::new(Outcome::Copied, size)
+        ..Done::proven(Outcome::Copied, size, proof)
     }))
 }
 
@@ -587,8 +674,11 @@ async fn fast_copy(job: &Job<'_>) -> Result<Option<Done>> {
 struct Expected {
     size: u64,
     /// The target ETag a correct write yields; `None` when it cannot be known
-    /// in advance (then an ambiguous write cannot be confirmed).
+    /// in advance.
     etag: Option<String>,
+    /// The checksum a correct write yields (also under SSE-KMS, where the
+    /// ETag is unknown). With neither, an ambiguous write cannot be confirmed.
+    checksum: Option<Checksum>,
 }
 
 /// Whether a failed final write (PutObject, CopyObject,
@@ -604,25 +694,22 @@ fn ambiguous(e: &Error) -> bool {
 /// ambiguous: the target is looked at, and the write counts as done only if
 /// the target has the expected size and ETag. Otherwise the write's own error
 /// stands.
-async fn settle(job: &Job<'_>, written: Result<String>, expected: &Expected) -> Result<String> {
+async fn settle(job: &Job<'_>, written: Result<Written>, expected: &Expected) -> Result<Written> {
     let err = match written {
-        Ok(etag) => return Ok(etag),
+        Ok(w) => return Ok(w),
         Err(e) if ambiguous(&e) => e,
         Err(e) => return Err(e),
     };
-    let Some(want) = expected.etag.as_deref() else {
+    if expected.etag.is_none() && expected.checksum.is_none() {
         return Err(err);
-    };
+    }
     match job.dst().head(job.tkey()).await {
-        Ok(Some(info))
-            if info.size == expected.size
-                && info
-                    .etag
-                    .as_deref()
-                    .is_some_and(|e| etag_bare(e).eq_ignore_ascii_case(etag_bare(want))) =>
-        {
-            tracing::warn!(error = %err, etag = %want, "the write's answer was lost or unreadable; the target shows it was done");
-            Ok(want.to_string())
+        Ok(Some(info)) if info.size == expected.size && shows(&info, expected) => {
+            tracing::warn!(error = %err, etag = ?info.etag, checksum = ?info.checksum, "the write's answer was lost or unreadable; the target shows it was done");
+            Ok(Written {
+                etag: info.etag.unwrap_or_default(),
+                checksum: info.checksum,
+            })
         }
         Ok(_) => Err(err),
         Err(head) => {
@@ -630,6 +717,19 @@ async fn settle(job: &Job<'_>, written: Result<String>, expected: &Expected) -> 
             Err(err)
         }
     }
+}
+
+/// Whether a target shows the expected ETag or checksum.
+fn shows(info: &ObjectInfo, expected: &Expected) -> bool {
+    let etag = match (expected.etag.as_deref(), info.etag.as_deref()) {
+        (Some(want), Some(got)) => etag_bare(got).eq_ignore_ascii_case(etag_bare(want)),
+        _ => false,
+    };
+    let checksum = match (&expected.checksum, &info.checksum) {
+        (Some(want), Some(got)) => want.proves_equal(got) == Some(true),
+        _ => false,
+    };
+    etag || checksum
 }
 
 /// The ETag a multipart upload of these parts yields, when every part ETag is
@@ -648,6 +748,8 @@ fn expected_multipart_etag(parts: &[crate::store::CompletedPart]) -> Option<Stri
 /// The result of comparing both ends.
 struct Compared {
     verdict: Verdict,
+    /// What showed the content equal (`Identical`, `TagsDiffer`).
+    proof: Option<Proof>,
     /// Source tags (to fix a tags-only difference).
     src_tags: Option<Vec<(String, String)>>,
 }
@@ -666,6 +768,7 @@ async fn compare_ends(
     let Some(mut dst_info) = job.dst().head(job.tkey()).await? else {
         return Ok(Compared {
             verdict: Verdict::Missing,
+            proof: None,
             src_tags: None,
         });
     };
@@ -686,7 +789,7 @@ async fn compare_ends(
     if src_info.size == dst_info.size && (src_info.etag.is_none() || dst_info.etag.is_none()) {
         fill_etags(job, &mut src_info, &mut dst_info, src_layout).await?;
     }
-    let mut verdict = verify::compare(
+    let (mut verdict, mut proof) = verify::compare(
         &src_info,
         src_tags.as_deref(),
         Some(&dst_info),
@@ -695,6 +798,7 @@ async fn compare_ends(
     if let (Verdict::Unknown(why), true) = (&verdict, job.opts.deep) {
         tracing::debug!(%why, "comparing contents (--deep)");
         verdict = if contents_equal(job, pin).await? {
+            proof = Some(Proof::Bytes);
             match (&src_tags, &dst_tags) {
                 (Some(a), Some(b)) if !verify::tags_equal(a, b) => Verdict::TagsDiffer,
                 _ => Verdict::Identical,
@@ -703,7 +807,11 @@ async fn compare_ends(
             Verdict::Differs(vec!["content differs (--deep)".to_string()])
         };
     }
-    Ok(Compared { verdict, src_tags })
+    Ok(Compared {
+        verdict,
+        proof,
+        src_tags,
+    })
 }
 
 /// Give a directory end (no ETag) the ETag S3 would give its content with the
@@ -810,7 +918,10 @@ async fn check(job: &Job<'_>) -> Result<Done> {
     let pin = job.pin(&info)?;
     let compared = compare_ends(job, &info, None, pin.as_deref()).await?;
     match compared.verdict {
-        Verdict::Identical => Ok(Done::new(Outcome::Verified, info.size)),
+        Verdict::Identical => Ok(Done {
+            proof: compared.proof,
+            ..Done::new(Outcome::Verified, info.size)
+        }),
         Verdict::Unknown(why) => Ok(Done {
             outcome: Outcome::Verified,
             bytes: info.size,
@@ -948,7 +1059,7 @@ mod upload_guard_tests {
                 .await
                 .unwrap();
             store
-                .upload_part("big", &id, 1, Bytes::from_static(b"part one"), None)
+                .upload_part("big", &id, 1, Bytes::from_static(b"part one"), None, None)
                 .await
                 .unwrap();
             assert!(!part_files(dir.path()).is_empty(), "a part was written");
@@ -966,34 +1077,49 @@ async fn run_upload<F, Fut>(
     job: &Job<'_>,
     size: u64,
     guard: UploadGuard,
-    count: usize,
+    ranges: &[(u64, u64)],
     in_flight: usize,
+    carry: Option<&Carry>,
     part: F,
-) -> Result<String>
+) -> Result<Written>
 where
     F: Fn(i32) -> Fut,
     Fut: std::future::Future<Output = Result<crate::store::CompletedPart>>,
 {
     let result = async {
-        let mut parts: Vec<_> = futures::stream::iter(1..=count as i32)
+        let mut parts: Vec<_> = futures::stream::iter(1..=ranges.len() as i32)
             .map(&part)
             .buffer_unordered(in_flight.max(1))
             .try_collect()
             .await?;
         parts.sort_by_key(|p: &crate::store::CompletedPart| p.number);
+        // The parts' checksums add up to the object's: it must be the
+        // source's before the object exists (else nothing is completed).
+        let sum = carry.and_then(|c| c.of_parts(&parts, ranges));
+        if let (Some(c), Some(sum)) = (carry, &sum) {
+            c.check_parts(sum, &job.dst_subject())?;
+        }
         let id = guard.upload_id.as_deref().unwrap_or_default();
         let expected = Expected {
             size,
             etag: expected_multipart_etag(&parts),
+            checksum: sum.clone(),
         };
-        let completed = guard.store.complete_multipart(&guard.key, id, &parts).await;
+        let finish = Finish {
+            checksum: sum.filter(|c| c.kind == crate::checksum::ChecksumType::FullObject),
+            if_none_match: job.opts.no_overwrite,
+        };
+        let completed = guard
+            .store
+            .complete_multipart(&guard.key, id, &parts, &finish)
+            .await;
         settle(job, completed, &expected).await
     }
     .await;
     match result {
-        Ok(etag) => {
+        Ok(written) => {
             guard.disarm();
-            Ok(etag)
+            Ok(written)
         }
         Err(e) => {
             guard.abort().await;
@@ -1062,7 +1188,7 @@ mod tests {
             }
             self.inner.get(key, range, if_match).await
         }
-        async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<String> {
+        async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<Written> {
             self.inner.put(key, body, opts).await
         }
         async fn put_stream(
@@ -1071,7 +1197,7 @@ mod tests {
             body: ByteStream,
             len: u64,
             opts: &PutOptions,
-        ) -> Result<String> {
+        ) -> Result<Written> {
             self.inner.put_stream(key, body, len, opts).await
         }
         async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
@@ -1084,8 +1210,9 @@ mod tests {
             n: i32,
             body: Bytes,
             md5: Option<&[u8; 16]>,
-        ) -> Result<String> {
-            self.inner.upload_part(key, id, n, body, md5).await
+        checksum: Option<&Checksum>,
+        ) -> Result<CompletedPart> {
+            self.inner.upload_part(key, id, n, body, md5, checksum).await
         }
         fn capabilities(&self) -> crate::store::Capabilities {
             self.inner.capabilities()
@@ -1095,8 +1222,9 @@ mod tests {
             key: &str,
             id: &str,
             parts: &[CompletedPart],
-        ) -> Result<String> {
-            self.inner.complete_multipart(key, id, parts).await
+        finish: &Finish,
+        ) -> Result<Written> {
+            self.inner.complete_multipart(key, id, parts, finish).await
         }
         async fn abort_multipart(&self, key: &str, id: &str) -> Result<()> {
             self.inner.abort_multipart(key, id).await
