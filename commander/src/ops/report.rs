@@ -498,6 +498,18 @@ mod tests {
             proof_phrase(&p),
             "1,203,311 proven by checksum (1,203,000 crc64nvme, 311 sha256), 2,001 by ETag, 0 by bytes, 5 unproven"
         );
+        let by_count = ProofSums {
+            checksum: 6,
+            checksum_by_algorithm: [("crc32c".into(), 1), ("sha256".into(), 5)]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        assert!(
+            proof_phrase(&by_count).starts_with("6 proven by checksum (5 sha256, 1 crc32c), "),
+            "{}",
+            proof_phrase(&by_count)
+        );
         assert_eq!(
             proof_phrase(&ProofSums::default()),
             "0 proven by checksum, 0 by ETag, 0 by bytes, 0 unproven"
