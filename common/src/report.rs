@@ -116,8 +116,9 @@ use tokio::sync::mpsc;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{ListRequest, ObjectStore, PutOptions};
 
-/// Column names of a report file, in order (the header row).
-pub const REPORT_COLUMNS: [&str; 13] = [
+/// Column names of a report file, in order (the header row). New columns go
+/// last, so files written before them (13 columns: no `proof`) still read.
+pub const REPORT_COLUMNS: [&str; 14] = [
     "job_id",
     "executor_id",
     "source",
@@ -131,7 +132,11 @@ pub const REPORT_COLUMNS: [&str; 13] = [
     "attempts",
     "duration_ms",
     "finished_at",
+    "proof",
 ];
+
+/// Columns of the files written before the `proof` column.
+const OLD_REPORT_COLUMNS: usize = 13;
 
 /// One key's outcome, as written to a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,10 +155,13 @@ pub struct ReportRow {
     pub attempts: u32,
     pub duration_ms: u64,
     pub finished_at: DateTime<Utc>,
+    /// What showed the target equal to the source; `None` for outcomes that
+    /// compare nothing and in rows written before the column existed.
+    pub proof: Option<Proof>,
 }
 
 impl ReportRow {
-    fn to_record(&self) -> [String; 13] {
+    fn to_record(&self) -> [String; 14] {
         [
             self.job_id.clone(),
             self.executor_id.clone(),
@@ -168,17 +176,22 @@ impl ReportRow {
             self.attempts.to_string(),
             self.duration_ms.to_string(),
             self.finished_at.to_rfc3339(),
+            self.proof
+                .map(Proof::as_str)
+                .unwrap_or_default()
+                .to_string(),
         ]
     }
 
     fn from_record(rec: &csv::StringRecord, file: &str, line: u64) -> Result<Self> {
         let bad =
             |what: &str| Error::input(format!("{file}:{line}"), format!("bad report row: {what}"));
-        if rec.len() != REPORT_COLUMNS.len() {
+        if rec.len() != REPORT_COLUMNS.len() && rec.len() != OLD_REPORT_COLUMNS {
             return Err(bad(&format!(
-                "{} columns, expected {}",
+                "{} columns, expected {} (or {}, written before the proof column)",
                 rec.len(),
-                REPORT_COLUMNS.len()
+                REPORT_COLUMNS.len(),
+                OLD_REPORT_COLUMNS
             )));
         }
         let opt = |i: usize| Some(rec[i].to_string()).filter(|s| !s.is_empty());
@@ -200,6 +213,10 @@ impl ReportRow {
             finished_at: DateTime::parse_from_rfc3339(&rec[12])
                 .map_err(|_| bad("finished_at"))?
                 .with_timezone(&Utc),
+            proof: match rec.get(13).filter(|s| !s.is_empty()) {
+                Some(p) => Some(Proof::parse(p).ok_or_else(|| bad("proof"))?),
+                None => None,
+            },
         })
     }
 }
@@ -567,12 +584,55 @@ pub struct Summary {
     /// Bytes compared by check mode (verified keys): read, not written.
     pub bytes_compared: u64,
     pub by_outcome: BTreeMap<String, u64>,
+    /// The proofs of the keys whose latest outcome compared source and target.
+    pub proofs: ProofSums,
     /// Failure classes with counts and up to three example keys.
     pub failures: BTreeMap<String, FailureClass>,
     /// Rows read (before deduplication).
     pub rows: u64,
     pub first_finished: Option<DateTime<Utc>>,
     pub last_finished: Option<DateTime<Utc>>,
+}
+
+/// The proofs behind the keys whose latest outcome rests on source and
+/// target being equal (copied, verified, skipped-identical, tags-updated),
+/// summed by proof. Failed, source-missing and skipped-filtered keys compared
+/// nothing and are not counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProofSums {
+    /// Proven by equal checksums, whatever the algorithm.
+    pub checksum: u64,
+    /// The same by algorithm (`crc64nvme`, `sha256`, ...): only those used.
+    pub checksum_by_algorithm: BTreeMap<String, u64>,
+    pub etag: u64,
+    pub bytes: u64,
+    /// Proof `none`, or no proof in the row (written by an executor from
+    /// before the proof column): nothing showed the content equal.
+    pub unproven: u64,
+}
+
+impl ProofSums {
+    /// Count one key whose outcome compared source and target.
+    pub fn add(&mut self, proof: Option<Proof>) {
+        match proof {
+            Some(p @ Proof::Checksum(_)) => {
+                self.checksum += 1;
+                let alg = p.as_str().trim_start_matches("checksum-");
+                *self
+                    .checksum_by_algorithm
+                    .entry(alg.to_string())
+                    .or_default() += 1;
+            }
+            Some(Proof::Etag) => self.etag += 1,
+            Some(Proof::Bytes) => self.bytes += 1,
+            Some(Proof::None) | None => self.unproven += 1,
+        }
+    }
+
+    /// Keys counted.
+    pub fn total(&self) -> u64 {
+        self.checksum + self.etag + self.bytes + self.unproven
+    }
 }
 
 /// One failure class in a [`Summary`].
@@ -589,11 +649,11 @@ pub const SKIPPED_KEPT: usize = 10_000;
 /// Aggregates rows into a [`Summary`] and, optionally, the keys behind the
 /// counts. A key's latest outcome is the row with the latest `finished_at`
 /// (equal times: the row read last), whichever run or executor wrote it.
-/// Memory: about 24 bytes per distinct key (a hash, a timestamp and an
-/// outcome), plus the kept rows.
+/// Memory: about 32 bytes per distinct key (a hash, a timestamp, an
+/// outcome, a size and a proof), plus the kept rows.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    latest: HashMap<u64, (i64, Outcome, u64)>,
+    latest: HashMap<u64, (i64, Outcome, u64, Option<Proof>)>,
     rows: u64,
     first: Option<DateTime<Utc>>,
     last: Option<DateTime<Utc>>,
@@ -658,10 +718,10 @@ impl Aggregator {
         );
         let ts = row.finished_at.timestamp_micros();
         let h = key_hash(&row);
-        let newer = self.latest.get(&h).is_none_or(|(t, _, _)| ts >= *t);
+        let newer = self.latest.get(&h).is_none_or(|(t, ..)| ts >= *t);
         if newer {
             self.latest
-                .insert(h, (ts, row.outcome, row.size.unwrap_or(0)));
+                .insert(h, (ts, row.outcome, row.size.unwrap_or(0), row.proof));
         }
         if !self.keep_failed {
             return;
@@ -681,7 +741,7 @@ impl Aggregator {
     /// The latest outcome of `key` from `source` (`s3://bucket`, as report rows
     /// name it), if any row was added for it.
     pub fn latest(&self, source: &str, key: &str) -> Option<Outcome> {
-        self.latest.get(&hash_of(source, key)).map(|(_, o, _)| *o)
+        self.latest.get(&hash_of(source, key)).map(|(_, o, ..)| *o)
     }
 
     /// The summary so far, without consuming the aggregator (so `commander
@@ -723,8 +783,11 @@ impl Aggregator {
             last_finished: self.last,
             ..Default::default()
         };
-        for (_, outcome, size) in self.latest.values() {
+        for (_, outcome, size, proof) in self.latest.values() {
             s.total += 1;
+            if outcome.is_success() {
+                s.proofs.add(*proof);
+            }
             *s.by_outcome
                 .entry(outcome.as_str().to_string())
                 .or_default() += 1;
@@ -748,7 +811,7 @@ impl Aggregator {
         let mut seen = std::collections::HashSet::new();
         for row in &self.kept_rows {
             let h = key_hash(row);
-            let latest = self.latest.get(&h).is_some_and(|(t, o, _)| {
+            let latest = self.latest.get(&h).is_some_and(|(t, o, ..)| {
                 *o == row.outcome && *t == row.finished_at.timestamp_micros()
             }) && seen.insert(h);
             if latest && row.outcome == Outcome::Failed {
@@ -820,8 +883,26 @@ mod tests {
             attempts: 1,
             duration_ms: 5,
             finished_at: DateTime::from_timestamp(t, 0).unwrap(),
+            proof: None,
         }
     }
+
+    fn proven(key: &str, outcome: Outcome, t: i64, proof: Proof) -> ReportRow {
+        ReportRow {
+            proof: Some(proof),
+            ..row(key, outcome, t)
+        }
+    }
+
+    /// A report file as earlier versions (or a broken writer) left it.
+    fn gz(text: &str) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    }
+
+    const OLD_HEADER: &str = "job_id,executor_id,source,source_key,target,target_key,size,\
+        outcome,error_class,error_message,attempts,duration_ms,finished_at\n";
 
     #[test]
     fn rows_round_trip_through_gzip_csv() {
@@ -832,6 +913,108 @@ mod tests {
         assert_eq!(decode_rows(&encode_rows(&rows), "f").unwrap(), rows);
         let e = decode_rows(b"nope", "some/file.csv.gz").unwrap_err();
         assert!(e.to_string().contains("some/file.csv.gz"));
+    }
+
+    #[test]
+    fn proof_is_the_last_column_and_round_trips() {
+        use crate::checksum::Algorithm;
+        let rows = vec![
+            proven(
+                "a",
+                Outcome::Copied,
+                1,
+                Proof::Checksum(Algorithm::Crc64Nvme),
+            ),
+            proven(
+                "b",
+                Outcome::Verified,
+                2,
+                Proof::Checksum(Algorithm::Sha256),
+            ),
+            proven("c", Outcome::SkippedIdentical, 3, Proof::Etag),
+            proven("d", Outcome::Verified, 4, Proof::Bytes),
+            proven("e", Outcome::Copied, 5, Proof::None),
+            row("f", Outcome::Failed, 6),
+        ];
+        let data = encode_rows(&rows);
+        assert_eq!(decode_rows(&data, "f").unwrap(), rows);
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(data.as_slice())
+            .read_to_string(&mut text)
+            .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with(",finished_at,proof"), "{text}");
+        assert!(lines[1].ends_with(",checksum-crc64nvme"), "{text}");
+        assert!(lines[3].ends_with(",etag"), "{text}");
+        assert!(text.trim_end().ends_with(','), "no proof: empty\n{text}");
+    }
+
+    #[test]
+    fn rows_of_earlier_versions_read_without_proof() {
+        let old = format!(
+            "{OLD_HEADER}j,e,s3://src,k1,s3://dst,k1,10,copied,,,1,5,1970-01-01T00:00:07+00:00\n"
+        );
+        let rows = decode_rows(&gz(&old), "old.csv.gz").unwrap();
+        assert_eq!(rows, [row("k1", Outcome::Copied, 7)]);
+        assert_eq!(rows[0].proof, None);
+        // One job, old and new executors: the files aggregate together.
+        let mut a = Aggregator::new(false);
+        for r in rows {
+            a.add(r);
+        }
+        let new = [proven("k2", Outcome::Copied, 8, Proof::Etag)];
+        for r in decode_rows(&encode_rows(&new), "new.csv.gz").unwrap() {
+            a.add(r);
+        }
+        let s = a.snapshot();
+        assert_eq!((s.total, s.succeeded), (2, 2));
+        assert_eq!((s.proofs.etag, s.proofs.unproven), (1, 1));
+    }
+
+    #[test]
+    fn bad_column_counts_and_proofs_name_file_and_line() {
+        let short = format!("{OLD_HEADER}j,e,s3://src,k,s3://dst,k,10,copied,,,1,5\n");
+        let long = "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o\n".repeat(3);
+        let bad_proof = format!(
+            "{},proof\nj,e,s3://src,k,s3://dst,k,10,copied,,,1,5,1970-01-01T00:00:07Z,md5\n",
+            OLD_HEADER.trim_end()
+        );
+        for (text, want) in [
+            (short, "x.csv.gz:2"),
+            (
+                long,
+                "x.csv.gz:2: bad report row: 15 columns, expected 14 (or 13",
+            ),
+            (bad_proof, "x.csv.gz:2: bad report row: proof"),
+        ] {
+            let e = decode_rows(&gz(&text), "x.csv.gz").unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn proofs_sum_the_latest_outcomes_that_compared() {
+        use crate::checksum::Algorithm::{Crc64Nvme, Sha256};
+        let mut a = Aggregator::new(false);
+        a.add(proven("k1", Outcome::Copied, 1, Proof::Etag));
+        a.add(proven(
+            "k1",
+            Outcome::Verified,
+            2,
+            Proof::Checksum(Crc64Nvme),
+        )); // latest
+        a.add(proven("k2", Outcome::Copied, 1, Proof::Checksum(Sha256)));
+        a.add(proven("k3", Outcome::TagsUpdated, 1, Proof::Bytes));
+        a.add(proven("k4", Outcome::SkippedIdentical, 1, Proof::None));
+        a.add(row("k5", Outcome::Copied, 1)); // an older executor: no proof
+        a.add(row("k6", Outcome::Failed, 1));
+        a.add(row("k7", Outcome::SourceMissing, 1));
+        a.add(row("k8", Outcome::SkippedFiltered, 1));
+        let p = a.snapshot().proofs;
+        assert_eq!((p.checksum, p.etag, p.bytes, p.unproven), (2, 0, 1, 2));
+        assert_eq!(p.checksum_by_algorithm["crc64nvme"], 1);
+        assert_eq!(p.checksum_by_algorithm["sha256"], 1);
+        assert_eq!(p.total(), 5);
     }
 
     #[test]

@@ -196,6 +196,7 @@ fn row(job: &str, source: &str, k: &str, outcome: Outcome, at: DateTime<Utc>) ->
         attempts: 1,
         duration_ms: 3,
         finished_at: at,
+        proof: None,
     }
 }
 

@@ -4,7 +4,7 @@
 //! job converging to 0 failed; `commander dlq --purge` removing exactly the
 //! DLQ messages whose keys have all succeeded since. Also: the full target
 //! (bucket and prefix) shown everywhere, check jobs saying "compared", and the
-//! report naming source-missing and skipped keys.
+//! report naming source-missing and skipped keys and summing their proofs.
 //!
 //! Sources are buckets on the moto server of `scripts/test`; targets are local
 //! directories (a file standing where a directory must go makes a key fail,
@@ -99,6 +99,81 @@ impl Local {
     fn job_record(&self, job: &str) -> Value {
         let path = self.path(&format!("reports/{job}/job.json"));
         serde_json::from_slice(&std::fs::read(&path).expect("job record")).unwrap()
+    }
+
+    /// The rows of a job's report files, each file's header checked to end
+    /// with the `proof` column.
+    fn report_rows(&self, job: &str) -> Vec<common::report::ReportRow> {
+        use std::io::Read;
+        let mut rows = Vec::new();
+        let mut dirs = vec![self.path(&format!("reports/{job}"))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.display().to_string();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if name.ends_with(".csv.gz") {
+                    let data = std::fs::read(&path).unwrap();
+                    let mut text = String::new();
+                    flate2::read::GzDecoder::new(data.as_slice())
+                        .read_to_string(&mut text)
+                        .unwrap();
+                    let header = text.lines().next().unwrap_or_default();
+                    assert!(header.ends_with(",finished_at,proof"), "{name}: {header}");
+                    rows.extend(common::report::decode_rows(&data, &name).unwrap());
+                }
+            }
+        }
+        rows
+    }
+
+    /// `commander report` of a job whose `keys` all compared source and
+    /// target once each: its proofs (text line and `summary.proofs`) add up
+    /// to `keys` and match the `proof` column of the rows. Which proofs
+    /// they are is the transfer's business.
+    fn assert_proofs_add_up(&self, job: &str, keys: u64) {
+        let rows = self.report_rows(job);
+        assert_eq!(rows.len() as u64, keys, "{rows:#?}");
+        let r = self.json(&["report", "--job-id", job]);
+        let p = &r["summary"]["proofs"];
+        let by_alg: u64 = p["checksum_by_algorithm"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no summary.proofs in {r:#}"))
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(by_alg, n(p, "checksum"), "{r:#}");
+        let count = |name: &str| {
+            rows.iter()
+                .filter(|row| row.proof.map_or("none", |p| p.as_str()).starts_with(name))
+                .count() as u64
+        };
+        for f in ["checksum", "etag", "bytes"] {
+            assert_eq!(n(p, f), count(f), "{f}: {r:#}\n{rows:#?}");
+        }
+        assert_eq!(n(p, "unproven"), count("none"), "{r:#}");
+        let text = self.ok(&["report", "--job-id", job]);
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("proofs          "))
+            .unwrap_or_else(|| panic!("no proofs line:\n{text}"));
+        let without_algs = match (line.find(" ("), line.find(')')) {
+            (Some(a), Some(b)) => format!("{}{}", &line[..a], &line[b + 1..]),
+            _ => line.to_string(),
+        };
+        let total: u64 = without_algs
+            .split(", ")
+            .map(|part| {
+                part.split(' ')
+                    .next()
+                    .unwrap()
+                    .replace(',', "")
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(total, keys, "{text}");
     }
 }
 
@@ -335,6 +410,7 @@ async fn the_full_target_is_shown_everywhere_and_check_jobs_say_compared() {
     let report = local.ok(&["report", "--job-id", "full-copy"]);
     assert!(report.contains(&format!("-> {full}\n")), "{report}");
     assert!(report.contains("B written)"), "{report}");
+    local.assert_proofs_add_up("full-copy", 2);
 
     // A check job compares; it writes nothing.
     let check = args("full-check");
@@ -349,6 +425,7 @@ async fn the_full_target_is_shown_everywhere_and_check_jobs_say_compared() {
     assert!(!report.contains("written"), "{report}");
     let status = local.ok(&["status", "--job-id", "full-check"]);
     assert!(status.contains("; 34 B compared)"), "{status}");
+    local.assert_proofs_add_up("full-check", 2);
 
     // --verify over the same keys: skipped-identical, and the report names them.
     let again = args("full-again");
@@ -373,4 +450,5 @@ async fn the_full_target_is_shown_everywhere_and_check_jobs_say_compared() {
         )),
         "{text}"
     );
+    local.assert_proofs_add_up("full-again", 2);
 }

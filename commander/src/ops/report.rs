@@ -3,7 +3,8 @@
 //! with counts and examples), and on request the failed keys as a
 //! `bucket,key` CSV manifest that `commander run --csv-manifest` reads, so a
 //! re-run targets exactly the keys that failed. Source-missing and skipped
-//! keys are named too (a bounded list and the count of the rest).
+//! keys are named too (a bounded list and the count of the rest), and the
+//! proofs the outcomes rest on are summed.
 
 use std::process::ExitCode;
 
@@ -11,7 +12,9 @@ use bytes::Bytes;
 use clap::Args;
 use common::config::Config;
 use common::location::Location;
-use common::report::{failures_manifest, Aggregator, JobRecord, KeptKeys, ReportRow, Summary};
+use common::report::{
+    failures_manifest, Aggregator, JobRecord, KeptKeys, ProofSums, ReportRow, Summary,
+};
 use common::store::open::open_store;
 use common::store::PutOptions;
 use serde::Serialize;
@@ -87,6 +90,30 @@ pub fn bytes_phrase(written: u64, compared: u64) -> String {
         (0, c) => format!("{} compared", human_bytes(c)),
         (w, c) => format!("{} written, {} compared", human_bytes(w), human_bytes(c)),
     }
+}
+
+/// `1,203,311 proven by checksum (1,203,000 crc64nvme, 311 sha256), 2,001
+/// by ETag, 0 by bytes, 5 unproven`: what the keys that compared source and
+/// target rest on (algorithms by count, largest first).
+pub fn proof_phrase(p: &ProofSums) -> String {
+    let mut algs: Vec<(&String, &u64)> = p.checksum_by_algorithm.iter().collect();
+    algs.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let algs: Vec<String> = algs
+        .into_iter()
+        .map(|(alg, n)| format!("{} {alg}", thousands(*n)))
+        .collect();
+    let by_alg = if algs.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", algs.join(", "))
+    };
+    format!(
+        "{} proven by checksum{by_alg}, {} by ETag, {} by bytes, {} unproven",
+        thousands(p.checksum),
+        thousands(p.etag),
+        thousands(p.bytes),
+        thousands(p.unproven)
+    )
 }
 
 /// What `report --json` prints.
@@ -213,6 +240,7 @@ pub fn render_text(r: &JobReport) -> String {
     ));
     r.source_missing_keys.render(&mut o);
     o.push_str(&format!("failed          {}\n", thousands(s.failed)));
+    o.push_str(&format!("proofs          {}\n", proof_phrase(&s.proofs)));
     if let Some(n) = r.without_outcome.filter(|n| *n > 0) {
         o.push_str(&format!(
             "no outcome yet  {} (still queued, in flight, or their report was not flushed)\n",
@@ -381,6 +409,111 @@ mod tests {
         assert!(t.contains("(no job record)"), "{t}");
         assert!(t.contains("      gone/a\n      ... and 2 more\n"), "{t}");
         assert!(t.contains("(0 B written)"), "{t}");
+    }
+
+    #[test]
+    fn proofs_line_sums_latest_outcomes_old_and_new_rows() {
+        use chrono::DateTime;
+        use common::checksum::Algorithm::{Crc64Nvme, Sha256};
+        use common::report::{Outcome, Proof};
+        let row = |key: &str, outcome: Outcome, t: i64, proof: Option<Proof>| ReportRow {
+            job_id: "j".into(),
+            executor_id: "e".into(),
+            source: "s3://src".into(),
+            source_key: key.into(),
+            target: "s3://dst".into(),
+            target_key: key.into(),
+            size: Some(1),
+            outcome,
+            error_class: None,
+            error_message: None,
+            attempts: 1,
+            duration_ms: 1,
+            finished_at: DateTime::from_timestamp(t, 0).unwrap(),
+            proof,
+        };
+        // One job, older executors (their 13-column rows read with no
+        // proof) and newer ones: the key's latest row counts.
+        let old = [
+            row("k1", Outcome::Copied, 1, None),
+            row("k5", Outcome::Copied, 1, None),
+            row("k6", Outcome::Failed, 1, None),
+        ];
+        let new = [
+            row("k1", Outcome::Verified, 2, Some(Proof::Checksum(Crc64Nvme))),
+            row("k2", Outcome::Copied, 1, Some(Proof::Checksum(Crc64Nvme))),
+            row("k3", Outcome::Copied, 1, Some(Proof::Checksum(Sha256))),
+            row("k4", Outcome::SkippedIdentical, 1, Some(Proof::Etag)),
+            row("k7", Outcome::TagsUpdated, 1, Some(Proof::None)),
+            row("k8", Outcome::SourceMissing, 1, None),
+            row("k9", Outcome::SkippedFiltered, 1, None),
+            row("k10", Outcome::Verified, 1, Some(Proof::Bytes)),
+        ];
+        let mut agg = Aggregator::new(true);
+        for r in old.into_iter().chain(new) {
+            agg.add(r);
+        }
+        let (summary, _) = agg.finish_keys();
+        assert_eq!(
+            proof_phrase(&summary.proofs),
+            "3 proven by checksum (2 crc64nvme, 1 sha256), 1 by ETag, 1 by bytes, 2 unproven"
+        );
+        let r = JobReport {
+            job_id: "j".into(),
+            job: None,
+            files: 2,
+            summary,
+            without_outcome: None,
+            source_missing_keys: KeyList::default(),
+            skipped_keys: KeyList::default(),
+            failures_manifest: None,
+        };
+        let t = render_text(&r);
+        assert!(
+            t.contains("\nproofs          3 proven by checksum (2 crc64nvme, 1 sha256), "),
+            "{t}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        let p = &json["summary"]["proofs"];
+        assert_eq!(
+            (&p["checksum"], &p["etag"], &p["bytes"], &p["unproven"]),
+            (&3.into(), &1.into(), &1.into(), &2.into()),
+            "{json:#}"
+        );
+        assert_eq!(p["checksum_by_algorithm"]["crc64nvme"], 2, "{json:#}");
+    }
+
+    #[test]
+    fn proofs_line_without_checksums_and_in_thousands() {
+        let p = ProofSums {
+            checksum: 1_203_311,
+            checksum_by_algorithm: [("sha256".into(), 311), ("crc64nvme".into(), 1_203_000)]
+                .into_iter()
+                .collect(),
+            etag: 2_001,
+            bytes: 0,
+            unproven: 5,
+        };
+        assert_eq!(
+            proof_phrase(&p),
+            "1,203,311 proven by checksum (1,203,000 crc64nvme, 311 sha256), 2,001 by ETag, 0 by bytes, 5 unproven"
+        );
+        let by_count = ProofSums {
+            checksum: 6,
+            checksum_by_algorithm: [("crc32c".into(), 1), ("sha256".into(), 5)]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        assert!(
+            proof_phrase(&by_count).starts_with("6 proven by checksum (5 sha256, 1 crc32c), "),
+            "{}",
+            proof_phrase(&by_count)
+        );
+        assert_eq!(
+            proof_phrase(&ProofSums::default()),
+            "0 proven by checksum, 0 by ETag, 0 by bytes, 0 unproven"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use common::config::Config;
 use common::queue::set::QueueSet;
-use common::report::{Aggregator, JobRecord, ReportLocation, Summary};
+use common::report::{Aggregator, JobRecord, ProofSums, ReportLocation, Summary};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +73,8 @@ pub struct Status {
     pub bytes_done: u64,
     /// Bytes compared by check mode (verified keys; nothing written).
     pub bytes_compared: u64,
+    /// The proofs of the keys that compared source and target (as `report`).
+    pub proofs: ProofSums,
     /// `enqueued - done` (never negative); `None` without a record.
     pub remaining: Option<u64>,
     /// Keys finished per second over the window.
@@ -318,6 +320,7 @@ impl Watcher {
             failed: s.failed,
             bytes_done: s.bytes,
             bytes_compared: s.bytes_compared,
+            proofs: s.proofs,
             remaining,
             throughput_per_s: throughput,
             window_seconds,
@@ -386,6 +389,12 @@ pub fn render_text(s: &Status) -> String {
             thousands(s.failed),
             super::report::bytes_phrase(s.bytes_done, s.bytes_compared)
         ));
+        if s.proofs.total() > 0 {
+            o.push_str(&format!(
+                "proofs      {}\n",
+                super::report::proof_phrase(&s.proofs)
+            ));
+        }
         if let Some(r) = s.remaining {
             o.push_str(&format!("remaining   {}\n", thousands(r)));
         }
@@ -559,6 +568,11 @@ mod tests {
             failed: 1,
             bytes_done: 2048,
             bytes_compared: 0,
+            proofs: ProofSums {
+                etag: 4,
+                unproven: 2,
+                ..Default::default()
+            },
             remaining: None,
             throughput_per_s: 0.5,
             window_seconds: 300.0,
@@ -572,5 +586,9 @@ mod tests {
         assert!(t.contains("(no job record)"), "{t}");
         assert!(t.contains("note: hello"), "{t}");
         assert!(t.contains("last 5m 00s"), "{t}");
+        assert!(
+            t.contains("proofs      0 proven by checksum, 4 by ETag, 0 by bytes, 2 unproven\n"),
+            "{t}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::message::{Batch, KeyItem};
-use common::report::{Outcome, ReportRow};
+use common::report::{Outcome, Proof, ReportRow};
 use common::transfer::Done;
 use common::{Error, ErrorKind};
 use futures::FutureExt;
@@ -131,16 +131,16 @@ impl Shared {
         self.counters.count_key(result, took);
         let mode = self.settings.mode.as_str();
         let prior = item.failure.as_ref().map_or(0, |f| f.attempts);
-        let (outcome, class, text, bytes) = match result {
+        let (outcome, class, text, bytes, proof) = match result {
             Ok(done) => {
                 log_done(batch, item, mode, done);
-                (done.outcome, None, None, done.bytes)
+                (done.outcome, None, None, done.bytes, done.proof)
             }
             Err(e) => {
                 let msg = truncate(&e.described(), MAX_REASON_BYTES);
                 tracing::warn!(key = %item.key, source = %batch.source, mode, outcome = "failed",
                     error_class = %e.class, error = %msg, attempts = prior + 1, "key failed; parking it in the dead-letter queue");
-                (Outcome::Failed, Some(e.class.clone()), Some(msg), 0)
+                (Outcome::Failed, Some(e.class.clone()), Some(msg), 0, None)
             }
         };
         if let Some(reporter) = &self.reporter {
@@ -159,6 +159,7 @@ impl Shared {
                     attempts: prior + 1,
                     duration_ms: took.as_millis() as u64,
                     finished_at: Utc::now(),
+                    proof,
                 })
                 .await;
         }
@@ -177,12 +178,14 @@ fn panic_error(key: &str, panic: Box<dyn Any + Send>) -> Error {
 }
 
 /// The log line of a key that did not fail: skips at info, a vanished source
-/// at warn, others at debug (info when the transfer left a note).
+/// at warn, others at debug (info when the transfer left a note). `proof`
+/// is there when the outcome rests on one (the report row's column).
 fn log_done(batch: &Batch, item: &KeyItem, mode: &str, done: &Done) {
+    let proof = done.proof.map(Proof::as_str);
     match done.outcome {
         Outcome::SkippedIdentical | Outcome::SkippedFiltered | Outcome::TagsUpdated => {
             tracing::info!(key = %item.key, source = %batch.source, mode, outcome = %done.outcome,
-                note = done.note.as_deref().unwrap_or(""), "key skipped")
+                proof, note = done.note.as_deref().unwrap_or(""), "key skipped")
         }
         Outcome::SourceMissing => {
             tracing::warn!(key = %item.key, source = %batch.source, mode,
@@ -190,10 +193,10 @@ fn log_done(batch: &Batch, item: &KeyItem, mode: &str, done: &Done) {
         }
         _ => match &done.note {
             Some(note) => {
-                tracing::info!(key = %item.key, mode, outcome = %done.outcome, note = %note, "key done")
+                tracing::info!(key = %item.key, mode, outcome = %done.outcome, proof, note = %note, "key done")
             }
             None => {
-                tracing::debug!(key = %item.key, mode, outcome = %done.outcome, "key done")
+                tracing::debug!(key = %item.key, mode, outcome = %done.outcome, proof, "key done")
             }
         },
     }
