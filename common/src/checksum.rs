@@ -73,11 +73,14 @@ impl Algorithm {
 
     /// The types S3 accepts for a multipart upload of this algorithm.
     pub fn allows(self, kind: ChecksumType) -> bool {
-        match (self, kind) {
-            (Algorithm::Crc64Nvme, ChecksumType::Composite) => false,
-            (Algorithm::Sha1 | Algorithm::Sha256, ChecksumType::FullObject) => false,
-            _ => true,
-        }
+        !matches!(
+            (self, kind),
+            (Algorithm::Crc64Nvme, ChecksumType::Composite)
+                | (
+                    Algorithm::Sha1 | Algorithm::Sha256,
+                    ChecksumType::FullObject
+                )
+        )
     }
 
     fn crc(self) -> Option<crc_fast::CrcAlgorithm> {

@@ -800,9 +800,9 @@ impl Aggregator {
                     s.succeeded += 1;
                     s.bytes_compared += size;
                 }
-                Outcome::SkippedIdentical
-                | Outcome::SkippedFiltered
-                | Outcome::TargetExists => s.skipped += 1,
+                Outcome::SkippedIdentical | Outcome::SkippedFiltered | Outcome::TargetExists => {
+                    s.skipped += 1
+                }
                 Outcome::SourceMissing => s.source_missing += 1,
                 Outcome::Failed => s.failed += 1,
             }

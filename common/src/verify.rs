@@ -464,10 +464,21 @@ mod tests {
         };
         for (src, dst, want) in [
             (info(1, md5), info(1, md5), Proof::Etag),
-            (with_crc(info(1, md5)), with_crc(info(1, md5)), Proof::Checksum(Algorithm::Crc32)),
-            (with_crc(info(9, "abc-3")), with_crc(info(9, md5)), Proof::Checksum(Algorithm::Crc32)),
+            (
+                with_crc(info(1, md5)),
+                with_crc(info(1, md5)),
+                Proof::Checksum(Algorithm::Crc32),
+            ),
+            (
+                with_crc(info(9, "abc-3")),
+                with_crc(info(9, md5)),
+                Proof::Checksum(Algorithm::Crc32),
+            ),
         ] {
-            assert_eq!(compare(&src, None, Some(&dst), None), (Verdict::Identical, Some(want)));
+            assert_eq!(
+                compare(&src, None, Some(&dst), None),
+                (Verdict::Identical, Some(want))
+            );
         }
     }
 }

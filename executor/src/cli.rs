@@ -269,9 +269,7 @@ pub fn parse_checksum(s: &str) -> Result<ChecksumChoice, String> {
     }
     common::checksum::Algorithm::parse(s)
         .map(|a| ChecksumChoice(Some(a)))
-        .ok_or_else(|| {
-            format!("`{s}` is not one of crc64nvme, crc32c, crc32, sha256, sha1, none")
-        })
+        .ok_or_else(|| format!("`{s}` is not one of crc64nvme, crc32c, crc32, sha256, sha1, none"))
 }
 
 pub fn parse_seconds(s: &str) -> Result<f64, String> {

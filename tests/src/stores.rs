@@ -425,7 +425,14 @@ pub async fn multipart(store: Arc<dyn ObjectStore>) -> String {
     let mut done = Vec::new();
     for i in [1usize, 0, 2] {
         let part = s
-            .upload_part(key, &id, i as i32 + 1, Bytes::from(parts[i].clone()), None, None)
+            .upload_part(
+                key,
+                &id,
+                i as i32 + 1,
+                Bytes::from(parts[i].clone()),
+                None,
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(part.etag, md5_etag(&parts[i]), "part {}", i + 1);

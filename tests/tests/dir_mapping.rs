@@ -254,7 +254,11 @@ async fn file_and_directory_conflicts_are_reported_per_key() {
 async fn directory_markers_make_directories_and_are_not_listed() {
     let sb = Sandbox::new();
     let s = sb.store.as_ref();
-    let etag = s.put("empty/dir/", Bytes::new(), &opts()).await.unwrap().etag;
+    let etag = s
+        .put("empty/dir/", Bytes::new(), &opts())
+        .await
+        .unwrap()
+        .etag;
     assert_eq!(etag, "\"d41d8cd98f00b204e9800998ecf8427e\"");
     assert!(sb.root().join("empty/dir").is_dir());
     let (keys, prefixes, _) = list_all(s, ListRequest::default()).await;

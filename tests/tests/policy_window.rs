@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use common::checksum::Checksum;
 use common::message::{decode, encode, Batch, KeyItem, MESSAGE_VERSION};
 use common::retry::Policy;
 use common::store::dir::DirStore;
-use common::checksum::Checksum;
-use common::store::{Finish, Written, 
-    ByteStream, CompletedPart, ListPage, ListRequest, ObjectInfo, ObjectStore, PutOptions,
+use common::store::{
+    ByteStream, CompletedPart, Finish, ListPage, ListRequest, ObjectInfo, ObjectStore, PutOptions,
+    Written,
 };
 use common::transfer::{process_key, Ends, Mode, TransferOptions, SOURCE_CHANGED};
 use common::ErrorKind;
@@ -352,9 +353,11 @@ impl ObjectStore for ChangesAfterFirstPart {
         n: i32,
         body: Bytes,
         md5: Option<&[u8; 16]>,
-    checksum: Option<&Checksum>,
+        checksum: Option<&Checksum>,
     ) -> common::Result<CompletedPart> {
-        self.inner.upload_part(key, id, n, body, md5, checksum).await
+        self.inner
+            .upload_part(key, id, n, body, md5, checksum)
+            .await
     }
     fn capabilities(&self) -> common::store::Capabilities {
         self.inner.capabilities()
@@ -364,7 +367,7 @@ impl ObjectStore for ChangesAfterFirstPart {
         key: &str,
         id: &str,
         parts: &[CompletedPart],
-    finish: &Finish,
+        finish: &Finish,
     ) -> common::Result<Written> {
         self.inner.complete_multipart(key, id, parts, finish).await
     }

@@ -14,10 +14,10 @@ use std::sync::{Arc, PoisonError};
 use std::task::{ready, Context, Poll};
 
 use async_trait::async_trait;
+use aws_sdk_s3::config::RequestChecksumCalculation;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
-use aws_sdk_s3::config::RequestChecksumCalculation;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm as SdkAlgorithm, ChecksumMode, ChecksumType as SdkChecksumType,
     CompletedMultipartUpload, CompletedPart as SdkCompletedPart, EncodingType, MetadataDirective,
@@ -559,7 +559,9 @@ impl ObjectStore for S3Store {
                             .part_number(p.number)
                             .e_tag(&p.etag);
                         match &p.checksum {
-                            Some(c) => with_checksum_value!(b, c.algorithm, c.value.clone()).build(),
+                            Some(c) => {
+                                with_checksum_value!(b, c.algorithm, c.value.clone()).build()
+                            }
                             None => b.build(),
                         }
                     })
@@ -1262,7 +1264,11 @@ mod tests {
             (Some("BadDigest"), Some(400), ErrorKind::Retryable),
             (None, Some(200), ErrorKind::Retryable),
             (Some("InvalidDigest"), Some(400), ErrorKind::Permanent),
-            (Some("ConditionalRequestConflict"), Some(409), ErrorKind::Retryable),
+            (
+                Some("ConditionalRequestConflict"),
+                Some(409),
+                ErrorKind::Retryable,
+            ),
             (Some("InvalidRequest"), Some(400), ErrorKind::Permanent),
             (None, None, ErrorKind::Permanent),
         ];

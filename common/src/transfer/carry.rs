@@ -100,7 +100,10 @@ impl Carry {
             .iter()
             .zip(ranges)
             .map(|(p, (a, b))| {
-                let c = p.checksum.as_ref().filter(|c| c.algorithm == self.algorithm)?;
+                let c = p
+                    .checksum
+                    .as_ref()
+                    .filter(|c| c.algorithm == self.algorithm)?;
                 Digest::parse(self.algorithm, &c.value, b - a + 1).ok()
             })
             .collect();
@@ -109,7 +112,11 @@ impl Carry {
 
     /// Before completing: the parts must add up to the source's checksum.
     pub fn check_parts(&self, computed: &Checksum, subject: &str) -> Result<()> {
-        match self.expect.as_ref().map(|want| (want, want.proves_equal(computed))) {
+        match self
+            .expect
+            .as_ref()
+            .map(|want| (want, want.proves_equal(computed)))
+        {
             Some((want, Some(false))) => Err(Error::new(
                 ErrorKind::Retryable,
                 BAD_DIGEST,
@@ -156,7 +163,11 @@ pub(super) fn proof(
             None => {}
         }
     }
-    Ok(if etag_evidence { Proof::Etag } else { Proof::None })
+    Ok(if etag_evidence {
+        Proof::Etag
+    } else {
+        Proof::None
+    })
 }
 
 #[cfg(test)]
@@ -190,11 +201,17 @@ mod tests {
         // Composite CRC32 over 3 parts: equal only over the same 3 parts.
         let c32 = comp(Algorithm::Crc32, "vtTj6A==-3");
         let exact = Carry::plan(&src(Some(c32.clone())), Some(3), true, None).unwrap();
-        assert_eq!((exact.kind, exact.expect), (ChecksumType::Composite, Some(c32.clone())));
+        assert_eq!(
+            (exact.kind, exact.expect),
+            (ChecksumType::Composite, Some(c32.clone()))
+        );
         let other = Carry::plan(&src(Some(c32.clone())), Some(4), false, None).unwrap();
         assert_eq!((other.kind, other.expect), (ChecksumType::Composite, None));
         let single = Carry::plan(&src(Some(c32)), None, false, None).unwrap();
-        assert_eq!((single.kind, single.expect), (ChecksumType::FullObject, None));
+        assert_eq!(
+            (single.kind, single.expect),
+            (ChecksumType::FullObject, None)
+        );
         // A single-part SHA256 written in parts: SHA is composite only.
         let sha = Checksum::full(Algorithm::Sha256, "x");
         let parts = Carry::plan(&src(Some(sha.clone())), Some(2), false, None).unwrap();
@@ -203,7 +220,10 @@ mod tests {
         assert_eq!(one.expect, Some(sha));
         // No source checksum: the asked algorithm, full-object when allowed; or nothing.
         let asked = Carry::plan(&src(None), Some(2), false, Some(Algorithm::Crc32c)).unwrap();
-        assert_eq!((asked.algorithm, asked.kind, asked.expect), (Algorithm::Crc32c, ChecksumType::FullObject, None));
+        assert_eq!(
+            (asked.algorithm, asked.kind, asked.expect),
+            (Algorithm::Crc32c, ChecksumType::FullObject, None)
+        );
         let sha_parts = Carry::plan(&src(None), Some(2), false, Some(Algorithm::Sha256)).unwrap();
         assert_eq!(sha_parts.kind, ChecksumType::Composite);
         assert_eq!(Carry::plan(&src(None), None, true, None), None);
@@ -247,12 +267,22 @@ mod tests {
             checksum: c,
         };
         let proof = |c, e| super::proof(Some(&carry), &written(c), e, "s3://t/k");
-        assert_eq!(proof(Some(want.clone()), false).unwrap(), Proof::Checksum(Algorithm::Crc64Nvme));
+        assert_eq!(
+            proof(Some(want.clone()), false).unwrap(),
+            Proof::Checksum(Algorithm::Crc64Nvme)
+        );
         assert_eq!(proof(None, true).unwrap(), Proof::Etag);
         assert_eq!(proof(None, false).unwrap(), Proof::None);
         let other = Checksum::full(Algorithm::Crc64Nvme, "AAAAAAAAAAE=");
-        assert_eq!(proof(Some(other), true).unwrap_err().class, INTEGRITY_MISMATCH);
+        assert_eq!(
+            proof(Some(other), true).unwrap_err().class,
+            INTEGRITY_MISMATCH
+        );
         let sha = Checksum::full(Algorithm::Sha256, "x");
-        assert_eq!(proof(Some(sha), true).unwrap(), Proof::Etag, "not comparable");
+        assert_eq!(
+            proof(Some(sha), true).unwrap(),
+            Proof::Etag,
+            "not comparable"
+        );
     }
 }

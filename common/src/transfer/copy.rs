@@ -57,7 +57,9 @@ pub(super) async fn run(
                 .map(str::to_string),
             checksum: carry.and_then(|c| c.expect.clone()),
         };
-        let asked = carry.filter(|_| info.checksum.is_none()).map(|c| c.algorithm);
+        let asked = carry
+            .filter(|_| info.checksum.is_none())
+            .map(|c| c.algorithm);
         let written = settle(job, single(job, src_bucket, pin, asked).await, &expected).await?;
         return Ok(Wrote {
             written,

@@ -121,7 +121,14 @@ pub(super) async fn run(
             let checksum = digest.as_ref().map(checksum::Digest::full);
             let mut part = job
                 .dst()
-                .upload_part(job.tkey(), upload_id, n, body, Some(&md5), checksum.as_ref())
+                .upload_part(
+                    job.tkey(),
+                    upload_id,
+                    n,
+                    body,
+                    Some(&md5),
+                    checksum.as_ref(),
+                )
                 .await?;
             // The sum is made of what was read (the target checked each part against it).
             if checksum.is_some() {
@@ -458,10 +465,10 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
+    use crate::checksum::Checksum;
     use crate::message::KeyItem;
     use crate::report::Outcome;
     use crate::store::dir::DirStore;
-    use crate::checksum::Checksum;
     use crate::store::{CompletedPart, Finish, ListPage, ListRequest, ObjectStore};
     use crate::transfer::{process_key, BufferPool, Ends, Mode, TransferOptions};
 
@@ -567,9 +574,11 @@ mod tests {
             n: i32,
             body: Bytes,
             md5: Option<&[u8; 16]>,
-        checksum: Option<&Checksum>,
+            checksum: Option<&Checksum>,
         ) -> Result<CompletedPart> {
-            self.inner.upload_part(key, id, n, body, md5, checksum).await
+            self.inner
+                .upload_part(key, id, n, body, md5, checksum)
+                .await
         }
         fn capabilities(&self) -> crate::store::Capabilities {
             self.inner.capabilities()
@@ -579,7 +588,7 @@ mod tests {
             key: &str,
             id: &str,
             parts: &[CompletedPart],
-        finish: &Finish,
+            finish: &Finish,
         ) -> Result<Written> {
             self.inner.complete_multipart(key, id, parts, finish).await
         }

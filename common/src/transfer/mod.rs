@@ -25,12 +25,12 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
+use crate::checksum::{Algorithm, Checksum};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::KeyItem;
 use crate::report::{Outcome, Proof};
 use crate::retry::{self, Policy};
 use crate::store::etag::{compute_etag, compute_multipart_etag};
-use crate::checksum::{Algorithm, Checksum};
 use crate::store::{Finish, ObjectAttrs, ObjectInfo, ObjectStore, Written, TARGET_EXISTS};
 use crate::verify::{self, etag_bare, etag_parts, Verdict};
 use crate::window::DateWindow;
@@ -502,7 +502,15 @@ async fn transfer(job: &Job<'_>) -> Result<Done> {
     tracing::debug!(plan = ?planned.plan, exact = planned.exact, carry = ?carry, "planned");
     let wrote = match server_side {
         Some(src_bucket) => {
-            copy::run(job, src_bucket, &info, pin.as_deref(), &planned, carry.as_ref()).await?
+            copy::run(
+                job,
+                src_bucket,
+                &info,
+                pin.as_deref(),
+                &planned,
+                carry.as_ref(),
+            )
+            .await?
         }
         None => downup::run(job, &info, pin.as_deref(), &planned, carry.as_ref()).await?,
     };
@@ -1210,9 +1218,11 @@ mod tests {
             n: i32,
             body: Bytes,
             md5: Option<&[u8; 16]>,
-        checksum: Option<&Checksum>,
+            checksum: Option<&Checksum>,
         ) -> Result<CompletedPart> {
-            self.inner.upload_part(key, id, n, body, md5, checksum).await
+            self.inner
+                .upload_part(key, id, n, body, md5, checksum)
+                .await
         }
         fn capabilities(&self) -> crate::store::Capabilities {
             self.inner.capabilities()
@@ -1222,7 +1232,7 @@ mod tests {
             key: &str,
             id: &str,
             parts: &[CompletedPart],
-        finish: &Finish,
+            finish: &Finish,
         ) -> Result<Written> {
             self.inner.complete_multipart(key, id, parts, finish).await
         }
