@@ -167,8 +167,20 @@ fn sdk_type(k: ChecksumType) -> SdkChecksumType {
 }
 
 /// A conditional write's 412 means an object exists under the key (not a
-/// changed source, as a 412 on a read or copy source does).
+/// changed source, as a 412 on a read or copy source does). A plain write
+/// refused by an explicit deny of the bucket's policy is what a bucket that
+/// requires conditional writes (`s3:if-none-match`) answers: say so.
 fn on_conditional_write(err: Error, if_none_match: bool) -> Error {
+    if !if_none_match
+        && err.kind == ErrorKind::AccessDenied
+        && err.message.contains("resource-based policy")
+    {
+        let message = format!(
+            "{} (if the bucket's policy requires conditional writes, run with --no-overwrite)",
+            err.message
+        );
+        return Error { message, ..err };
+    }
     if if_none_match && err.kind == ErrorKind::PreconditionFailed {
         Error {
             class: TARGET_EXISTS.to_string(),
@@ -534,11 +546,14 @@ impl ObjectStore for S3Store {
             subject,
             format!("UploadPart of part {number} answered without an ETag"),
         )?;
+        // The part's value is kept only when one was sent: a store may echo
+        // its own default (CRC64NVME) for an upload created without an
+        // algorithm, and completing with it is refused (InvalidPart).
+        let answered = checksum.and_then(|_| checksum_of(None, checksum_values!(out)));
         Ok(CompletedPart {
             number,
             etag,
-            // A store that does not echo the value keeps the one sent.
-            checksum: checksum_of(None, checksum_values!(out)).or_else(|| checksum.cloned()),
+            checksum: answered.or_else(|| checksum.cloned()),
         })
     }
 
@@ -745,14 +760,11 @@ impl ObjectStore for S3Store {
         req = req
             .set_storage_class(storage_class.map(StorageClass::from))
             .set_acl(acl.map(ObjectCannedAcl::from));
+        // A 412 may be either condition's (source if-match, target
+        // if-none-match): left to the caller, who looks at the target.
         let out = req.send().await.map_err(|e| {
-            let err = map_sdk_error(e, &subject);
-            // If-None-Match is about the target; if-match about the source.
-            if write.if_none_match && err.kind == ErrorKind::PreconditionFailed && exists(&err) {
-                on_conditional_write(err, true)
-            } else {
-                on_copy_side(err, src)
-            }
+            let err = on_conditional_write(map_sdk_error(e, &subject), false);
+            on_copy_side(err, src)
         })?;
         let result = out.copy_object_result();
         let etag = required(
@@ -868,13 +880,6 @@ impl ObjectStore for S3Store {
 fn computed_checksums() -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::default()
         .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
-}
-
-/// Whether a 412 on a copy with both conditions is the target's: S3 says
-/// which condition failed only in the message, so a copy-source (`if-match`)
-/// refusal is told apart by naming the copy source.
-fn exists(err: &Error) -> bool {
-    !err.message.to_ascii_lowercase().contains("copy")
 }
 
 /// A field a successful reply must carry (an ETag, an upload id). A reply
@@ -1228,6 +1233,43 @@ fn body_stream(body: SdkByteStream, subject: String) -> ByteStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conditional_writes_name_what_refused_them() {
+        let denied = Error::new(
+            ErrorKind::AccessDenied,
+            "AccessDenied",
+            "s3://b/k",
+            "User: arn:aws:iam::1:role/r is not authorized to perform: s3:PutObject on resource: \"arn:aws:s3:::b/k\" with an explicit deny in a resource-based policy",
+        );
+        let plain = on_conditional_write(denied.clone(), false);
+        assert!(
+            plain.message.ends_with("run with --no-overwrite)"),
+            "{}",
+            plain.message
+        );
+        assert_eq!(plain.class, "AccessDenied");
+        assert_eq!(
+            on_conditional_write(denied, true)
+                .message
+                .contains("--no-overwrite"),
+            false
+        );
+        let taken = Error::new(
+            ErrorKind::PreconditionFailed,
+            "PreconditionFailed",
+            "s3://b/k",
+            "At least one of the pre-conditions you specified did not hold",
+        );
+        assert_eq!(
+            on_conditional_write(taken.clone(), true).class,
+            TARGET_EXISTS
+        );
+        assert_eq!(
+            on_conditional_write(taken, false).class,
+            "PreconditionFailed"
+        );
+    }
 
     #[test]
     fn error_kind_table() {

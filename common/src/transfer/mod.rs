@@ -458,6 +458,7 @@ async fn transfer(job: &Job<'_>) -> Result<Done> {
                     ..Done::new(Outcome::SkippedIdentical, 0)
                 })
             }
+            Verdict::TagsDiffer if job.opts.no_overwrite => return Ok(target_exists()),
             Verdict::TagsDiffer => {
                 let tags = checked.src_tags.unwrap_or_default();
                 job.dst().put_tags(job.tkey(), &tags).await?;
@@ -1101,6 +1102,13 @@ where
             .try_collect()
             .await?;
         parts.sort_by_key(|p: &crate::store::CompletedPart| p.number);
+        // Part checksums go back on completion only for the upload's own
+        // algorithm (a store may answer its default for an upload without one).
+        for p in &mut parts {
+            if p.checksum.as_ref().map(|c| c.algorithm) != carry.map(|c| c.algorithm) {
+                p.checksum = None;
+            }
+        }
         // The parts' checksums add up to the object's: it must be the
         // source's before the object exists (else nothing is completed).
         let sum = carry.and_then(|c| c.of_parts(&parts, ranges));
