@@ -1236,37 +1236,35 @@ mod tests {
 
     #[test]
     fn conditional_writes_name_what_refused_them() {
-        let denied = Error::new(
-            ErrorKind::AccessDenied,
-            "AccessDenied",
-            "s3://b/k",
-            "User: arn:aws:iam::1:role/r is not authorized to perform: s3:PutObject on resource: \"arn:aws:s3:::b/k\" with an explicit deny in a resource-based policy",
-        );
-        let plain = on_conditional_write(denied.clone(), false);
+        let denied = || {
+            Error::new(
+                ErrorKind::AccessDenied,
+                "AccessDenied",
+                "s3://b/k",
+                "User: arn:aws:iam::1:role/r is not authorized to perform: s3:PutObject on resource: \"arn:aws:s3:::b/k\" with an explicit deny in a resource-based policy",
+            )
+        };
+        let plain = on_conditional_write(denied(), false);
         assert!(
             plain.message.ends_with("run with --no-overwrite)"),
             "{}",
             plain.message
         );
         assert_eq!(plain.class, "AccessDenied");
+        assert!(!on_conditional_write(denied(), true)
+            .message
+            .contains("--no-overwrite"));
+        let taken = || {
+            Error::new(
+                ErrorKind::PreconditionFailed,
+                "PreconditionFailed",
+                "s3://b/k",
+                "At least one of the pre-conditions you specified did not hold",
+            )
+        };
+        assert_eq!(on_conditional_write(taken(), true).class, TARGET_EXISTS);
         assert_eq!(
-            on_conditional_write(denied, true)
-                .message
-                .contains("--no-overwrite"),
-            false
-        );
-        let taken = Error::new(
-            ErrorKind::PreconditionFailed,
-            "PreconditionFailed",
-            "s3://b/k",
-            "At least one of the pre-conditions you specified did not hold",
-        );
-        assert_eq!(
-            on_conditional_write(taken.clone(), true).class,
-            TARGET_EXISTS
-        );
-        assert_eq!(
-            on_conditional_write(taken, false).class,
+            on_conditional_write(taken(), false).class,
             "PreconditionFailed"
         );
     }
