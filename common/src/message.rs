@@ -46,6 +46,10 @@ pub struct KeyItem {
     pub storage_class: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
+    /// The source's checksum algorithm as listed (`CRC64NVME`, …), so a copy
+    /// made without a HEAD knows the source has its own to keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_algorithm: Option<String>,
     /// Set on keys parked in the DLQ: why, and how often it was tried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,

@@ -126,6 +126,7 @@ pub struct Schema {
     pub last_modified: Option<usize>,
     pub etag: Option<usize>,
     pub storage_class: Option<usize>,
+    pub checksum_algorithm: Option<usize>,
 }
 
 impl Schema {
@@ -149,6 +150,7 @@ impl Schema {
             last_modified: find("LastModifiedDate"),
             etag: find("ETag"),
             storage_class: find("StorageClass"),
+            checksum_algorithm: find("ChecksumAlgorithm"),
         })
     }
 }
@@ -397,6 +399,8 @@ fn row_item(
         item.storage_class = storage_class.clone();
     }
     item.version_id = text(schema.version_id, "VersionId")?.map(str::to_string);
+    item.checksum_algorithm =
+        text(schema.checksum_algorithm, "ChecksumAlgorithm")?.map(str::to_string);
     Ok(Some(item))
 }
 

@@ -513,6 +513,7 @@ async fn run_step(
         };
         item.etag = o.etag;
         item.storage_class = o.storage_class;
+        item.checksum_algorithm = o.checksum_algorithm;
         let found = Found {
             source: walk.source.clone(),
             item,

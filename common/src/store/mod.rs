@@ -33,6 +33,8 @@ pub struct Listed {
     pub etag: Option<String>,
     pub last_modified: Option<DateTime<Utc>>,
     pub storage_class: Option<String>,
+    /// The object's checksum algorithm (S3's name), when the listing says.
+    pub checksum_algorithm: Option<String>,
     /// Owner id and display name, only when requested.
     pub owner_id: Option<String>,
     pub owner_name: Option<String>,

@@ -284,6 +284,10 @@ impl ObjectStore for S3Store {
                 etag: o.e_tag().map(str::to_string),
                 last_modified: o.last_modified().and_then(to_chrono),
                 storage_class: o.storage_class().map(|s| s.as_str().to_string()),
+                checksum_algorithm: o
+                    .checksum_algorithm()
+                    .first()
+                    .map(|a| a.as_str().to_string()),
                 owner_id: owner.and_then(|w| w.id()).map(str::to_string),
                 owner_name: owner.and_then(|w| w.display_name()).map(str::to_string),
             });

@@ -89,12 +89,16 @@ pub(super) async fn run(
         }
         Plan::Stream => {
             // The MD5 is known up front only from a plain source ETag; the
-            // checksum from the source's full-object value (else the SDK
-            // computes it as it sends, and the target checks that).
+            // checksum from the source's full-object value. Else S3 gives an
+            // object written without one a CRC64NVME of its own, which is
+            // compared after the write with the one computed here; another
+            // algorithm goes as a trailer the SDK computes as it sends (on
+            // http it also signs every chunk: see docs/proof.md).
             opts.content_md5 = source_md5(info);
-            opts.checksum = carry.map(|c| match &c.expect {
-                Some(want) => WriteChecksum::Value(want.clone()),
-                None => WriteChecksum::Compute(c.algorithm, ChecksumType::FullObject),
+            opts.checksum = carry.and_then(|c| match &c.expect {
+                Some(want) => Some(WriteChecksum::Value(want.clone())),
+                None if c.algorithm == Algorithm::Crc64Nvme => None,
+                None => Some(WriteChecksum::Compute(c.algorithm, ChecksumType::FullObject)),
             });
             return stream_put(job, info, pin, &opts, carry).await;
         }

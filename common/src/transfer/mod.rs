@@ -622,10 +622,12 @@ async fn etags_disagree(job: &Job<'_>, src_etag: &str, written: &str) -> Result<
 /// time if a date window is set. One CopyObject, pinned to the listed ETag.
 async fn fast_copy(job: &Job<'_>) -> Result<Option<Done>> {
     let item = job.item;
-    // Without a HEAD the source's checksum is unknown: only when S3's own
-    // default (CRC64NVME for a source without one) is what was asked, and
+    // Without a HEAD the source's checksum value is unknown: only when the
+    // listing said the source has an algorithm (CopyObject keeps it), or S3's
+    // own default (CRC64NVME for a source without one) is what was asked; and
     // never under --no-overwrite (its pre-check is a HEAD of the target).
-    let default_checksum = matches!(job.opts.checksum, None | Some(Algorithm::Crc64Nvme));
+    let default_checksum = job.item.checksum_algorithm.is_some()
+        || matches!(job.opts.checksum, None | Some(Algorithm::Crc64Nvme));
     let (Some(src_bucket), false, true, false) = (
         job.server_side(),
         job.opts.verify,
