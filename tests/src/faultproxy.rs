@@ -4,8 +4,9 @@
 //! bodies, returns S3's "200 OK with an error body" on CopyObject /
 //! UploadPartCopy / CompleteMultipartUpload, and fails some entries of an SQS
 //! SendMessageBatch (those entries are really not sent); it also loses or
-//! mangles the answers of writes it did forward, damages part copies, and
-//! answers `301` for buckets configured to live in another region. Binaries and clients
+//! mangles the answers of writes it did forward, damages part copies and
+//! uploaded parts, and answers `301` for buckets configured to live in another
+//! region. Binaries and clients
 //! run through it with their normal configuration (just another endpoint URL).
 
 use std::collections::BTreeMap;
@@ -49,6 +50,10 @@ pub enum Fault {
     /// Shift UploadPartCopy's source range of part 1 by one byte (same length):
     /// the server really stores damaged bytes with the planned part sizes.
     ShiftRange,
+    /// Flip one byte in the middle of an UploadPart body (same length), as if
+    /// the bytes were damaged between read and write; the server's answer is
+    /// kept in [`Stats::corrupted`].
+    CorruptPart,
 }
 
 /// Final writes: a request that, once forwarded, has made the object.
@@ -76,6 +81,9 @@ pub struct FaultConfig {
     /// PermanentRedirect` with `x-amz-bucket-region` (never forwarded), as AWS
     /// answers a request sent to the wrong region.
     pub bucket_regions: BTreeMap<String, String>,
+    /// At most this many faults in all (`None`: no limit), e.g. to damage
+    /// only the first part sent and let its retry through.
+    pub max_faults: Option<u64>,
 }
 
 impl Default for FaultConfig {
@@ -89,6 +97,7 @@ impl Default for FaultConfig {
             sqs_ops: Vec::new(),
             s3_ops: Vec::new(),
             bucket_regions: BTreeMap::new(),
+            max_faults: None,
         }
     }
 }
@@ -98,6 +107,9 @@ impl Default for FaultConfig {
 pub struct Stats {
     pub requests: u64,
     pub faulted: BTreeMap<(String, String), u64>,
+    /// The server's answer to each [`Fault::CorruptPart`] request: status
+    /// and the error `<Code>` of its body (empty when none).
+    pub corrupted: Vec<(u16, String)>,
 }
 
 impl Stats {
@@ -288,11 +300,15 @@ async fn handle(
                         matches!(op.as_str(), "CopyObject" | "CompleteMultipartUpload")
                     }
                     Fault::ShiftRange => op == "UploadPartCopy" && part_number(&req) == Some(1),
+                    Fault::CorruptPart => op == "UploadPart",
                     Fault::Truncate => !is_sqs && op == "GetObject",
                     _ => true,
                 })
                 .collect();
-            if op_ok && !applicable.is_empty() && st.rng.random_bool(rate.clamp(0.0, 1.0)) {
+            let room = cfg
+                .max_faults
+                .is_none_or(|max| st.stats.total_faults() < max);
+            if op_ok && room && !applicable.is_empty() && st.rng.random_bool(rate.clamp(0.0, 1.0)) {
                 Some(applicable[st.rng.random_range(0..applicable.len())])
             } else {
                 None
@@ -390,6 +406,12 @@ async fn handle(
             .unwrap());
     }
 
+    if fault == Some(Fault::CorruptPart) && !body.is_empty() {
+        let mut damaged = body.to_vec();
+        damaged[body.len() / 2] ^= 0x01;
+        body = Bytes::from(damaged);
+    }
+
     let uri = format!(
         "{upstream}{}",
         parts
@@ -432,6 +454,16 @@ async fn handle(
             rparts.headers.insert("content-length", out.len().into());
             return Ok(Response::from_parts(rparts, full(out)));
         }
+    }
+    if fault == Some(Fault::CorruptPart) {
+        let text = String::from_utf8_lossy(&rbytes);
+        let code = text
+            .split_once("<Code>")
+            .and_then(|(_, rest)| rest.split_once("</Code>"))
+            .map(|(code, _)| code.to_string())
+            .unwrap_or_default();
+        let answer = (rparts.status.as_u16(), code);
+        state.lock().unwrap().stats.corrupted.push(answer);
     }
     if fault == Some(Fault::LostReply) {
         return Err(std::io::Error::new(
