@@ -5,8 +5,8 @@
 //! UploadPartCopy / CompleteMultipartUpload, and fails some entries of an SQS
 //! SendMessageBatch (those entries are really not sent); it also loses or
 //! mangles the answers of writes it did forward, damages part copies and
-//! uploaded parts, and answers `301` for buckets configured to live in another
-//! region. Binaries and clients
+//! uploaded parts, answers `301` for buckets configured to live in another
+//! region, and hides the objects of chosen buckets from HEAD. Binaries and clients
 //! run through it with their normal configuration (just another endpoint URL).
 
 use std::collections::BTreeMap;
@@ -81,6 +81,10 @@ pub struct FaultConfig {
     /// PermanentRedirect` with `x-amz-bucket-region` (never forwarded), as AWS
     /// answers a request sent to the wrong region.
     pub bucket_regions: BTreeMap<String, String>,
+    /// Buckets whose objects HEAD does not see: HeadObject of a key in one
+    /// answers `404` (never forwarded; HeadBucket and every other request
+    /// go through), as if the object appeared just after a client looked.
+    pub hidden_buckets: Vec<String>,
     /// At most this many faults in all (`None`: no limit), e.g. to damage
     /// only the first part sent and let its retry through.
     pub max_faults: Option<u64>,
@@ -97,6 +101,7 @@ impl Default for FaultConfig {
             sqs_ops: Vec::new(),
             s3_ops: Vec::new(),
             bucket_regions: BTreeMap::new(),
+            hidden_buckets: Vec::new(),
             max_faults: None,
         }
     }
@@ -272,6 +277,16 @@ async fn handle(
                 .entry((op.clone(), "Redirect301".to_string()))
                 .or_default() += 1;
             return Ok(redirect(&req, &home));
+        }
+        if op == "HeadObject" && hidden(&req, &cfg) {
+            *st.stats
+                .faulted
+                .entry((op.clone(), "Hidden404".to_string()))
+                .or_default() += 1;
+            return Ok(Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(full(Bytes::new()))
+                .unwrap());
         }
         let storm = cfg.storm_until.is_some_and(|t| Instant::now() < t);
         let fault = if storm {
@@ -507,6 +522,15 @@ fn wrong_region(req: &Request<Incoming>, cfg: &FaultConfig) -> Option<String> {
     let scope = auth.split("Credential=").nth(1)?;
     let signed = scope.split('/').nth(2)?;
     (signed != home).then(|| home.clone())
+}
+
+/// A HEAD of an object (path-style `/bucket/key`) in one of `hidden_buckets`.
+fn hidden(req: &Request<Incoming>, cfg: &FaultConfig) -> bool {
+    let path = req.uri().path().trim_start_matches('/');
+    match path.split_once('/') {
+        Some((bucket, key)) => !key.is_empty() && cfg.hidden_buckets.iter().any(|b| b == bucket),
+        None => false,
+    }
 }
 
 /// S3's answer to a request sent to the wrong region.

@@ -16,7 +16,9 @@
 //! - `check` proves by checksum a target written with another part layout,
 //!   and a same-size target with other bytes is a `Mismatch`;
 //! - `--no-overwrite` leaves existing targets untouched (`target-exists`) and
-//!   writes missing ones, in copy and downup, single-part and multipart.
+//!   writes missing ones, in copy and downup, single-part and multipart; also
+//!   when the executor's look misses the target (fault proxy,
+//!   `hidden_buckets`): the write itself is conditional and refused.
 //!
 //! Every test returns after a loud SKIPPED line when `S3MIG_NO_LOCALSTACK=1`,
 //! and fails when LocalStack was not started otherwise.
@@ -695,4 +697,111 @@ async fn copy_with_no_overwrite_keeps_existing_targets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downup_with_no_overwrite_keeps_existing_targets() {
     no_overwrite_keeps_existing_targets("downup").await;
+}
+
+/// `--no-overwrite` when the executor's look at the target misses it (the
+/// proxy hides the target's objects from HEAD, as if they appeared just
+/// after the look): the write itself is conditional (`If-None-Match: *` on
+/// CopyObject, PutObject and CompleteMultipartUpload), the server refuses
+/// it, the key is `target-exists`, and no upload is left behind.
+///
+/// In copy mode the small target's bytes are not asserted: LocalStack
+/// 2026.3.0 answers a CopyObject with `If-None-Match: *` onto an existing key
+/// 412 as AWS does, but has already written the source's bytes into the
+/// target (cut to the target's length, the target's checksum kept): a server
+/// bug, not ours. Its outcome is still asserted.
+async fn no_overwrite_writes_are_conditional(mode: &str) {
+    let Some(ls) = Server::localstack() else {
+        return;
+    };
+    let src = ls.bucket("ck-src").await;
+    let dst = ls.bucket("ck-dst").await;
+    put_plain(ls, &src, "small.txt", &bytes(1000, 20)).await;
+    let parts = three_parts(21);
+    put_parts(
+        ls,
+        &src,
+        "big.bin",
+        &parts,
+        Algorithm::Crc64Nvme,
+        ChecksumType::FullObject,
+    )
+    .await;
+    put_plain(ls, &dst, "small.txt", b"the target's own bytes").await;
+    put_plain(ls, &dst, "big.bin", &bytes(11 * MIB, 22)).await;
+    let kept: &[&str] = if mode == "copy" {
+        &["big.bin"]
+    } else {
+        &["small.txt", "big.bin"]
+    };
+    let mut before = Vec::new();
+    for key in kept {
+        before.push(read(ls, &dst, key).await);
+    }
+
+    let job = format!("race-{mode}");
+    let mut sb = sandbox(ls, &format!("ck-race-{mode}"));
+    sb.init();
+    enqueue(&sb, &src, &dst, &job);
+    let faults = FaultConfig {
+        hidden_buckets: vec![dst.clone()],
+        ..FaultConfig::default()
+    };
+    let proxy = FaultProxy::start(&ls.endpoint(), faults, 23).await;
+    sb.set("AWS_ENDPOINT_URL", &proxy.url());
+    let mut extra = vec!["--no-overwrite"];
+    extra.extend(SIZES);
+    let run = work(&sb, mode, &extra);
+    sb.set("AWS_ENDPOINT_URL", &ls.endpoint());
+    run.assert_finished(mode);
+    assert!(run.stdout.contains(", 0 failed,"), "{mode}: {}", run.stdout);
+    let hidden = proxy
+        .stats()
+        .faulted
+        .get(&("HeadObject".to_string(), "Hidden404".to_string()))
+        .copied()
+        .unwrap_or(0);
+    assert!(hidden >= 2, "{mode}: {:?}", proxy.stats());
+
+    let mut after = Vec::new();
+    for key in kept {
+        after.push(read(ls, &dst, key).await);
+    }
+    assert!(
+        after == before,
+        "{mode}: the existing targets were replaced"
+    );
+    let got: BTreeMap<String, Outcome> = lines(&sb, &job)
+        .await
+        .into_iter()
+        .map(|(k, (o, _, _))| (k, o))
+        .collect();
+    let want = BTreeMap::from([
+        ("big.bin".to_string(), Outcome::TargetExists),
+        ("small.txt".to_string(), Outcome::TargetExists),
+    ]);
+    assert_eq!(got, want, "{mode}");
+    assert!(parked(ls, &sb).await.is_empty(), "{mode}");
+    let uploads = ls
+        .s3()
+        .list_multipart_uploads()
+        .bucket(&dst)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        uploads.uploads().is_empty(),
+        "{mode}: {:?}",
+        uploads.uploads()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_with_no_overwrite_writes_conditionally() {
+    no_overwrite_writes_are_conditional("copy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downup_with_no_overwrite_writes_conditionally() {
+    no_overwrite_writes_are_conditional("downup").await;
 }

@@ -258,3 +258,50 @@ async fn corrupt_part_flips_one_byte_of_the_first_parts_only() {
     // moto accepts the damaged part (it checks no digest).
     assert_eq!(stats.corrupted, [(200, String::new())]);
 }
+
+/// `hidden_buckets`: HEAD of an object there is 404; HeadBucket, GET and
+/// other buckets' objects are untouched.
+#[tokio::test]
+async fn hidden_buckets_hide_objects_from_head_only() {
+    let hidden = testsupport::bucket("fp-hidden").await;
+    let seen = testsupport::bucket("fp-seen").await;
+    testsupport::put(&hidden, "k", b"here".to_vec()).await;
+    testsupport::put(&seen, "k", b"here".to_vec()).await;
+    let faults = FaultConfig {
+        hidden_buckets: vec![hidden.clone()],
+        ..FaultConfig::default()
+    };
+    let proxy = FaultProxy::start(&testsupport::endpoint(), faults, 5).await;
+    let s3 = s3_via(&proxy.url());
+    let e = s3
+        .head_object()
+        .bucket(&hidden)
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_service_error().is_some_and(|s| s.is_not_found()),
+        "{e:?}"
+    );
+    s3.head_bucket().bucket(&hidden).send().await.unwrap();
+    s3.head_object()
+        .bucket(&seen)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    let got = s3
+        .get_object()
+        .bucket(&hidden)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"here"
+    );
+    let stats = proxy.stats();
+    assert_eq!(stats.total_faults(), 1, "{stats:?}");
+}
