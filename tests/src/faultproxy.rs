@@ -4,8 +4,9 @@
 //! bodies, returns S3's "200 OK with an error body" on CopyObject /
 //! UploadPartCopy / CompleteMultipartUpload, and fails some entries of an SQS
 //! SendMessageBatch (those entries are really not sent); it also loses or
-//! mangles the answers of writes it did forward, damages part copies, and
-//! answers `301` for buckets configured to live in another region. Binaries and clients
+//! mangles the answers of writes it did forward, damages part copies and
+//! uploaded parts, answers `301` for buckets configured to live in another
+//! region, and hides the objects of chosen buckets from HEAD. Binaries and clients
 //! run through it with their normal configuration (just another endpoint URL).
 
 use std::collections::BTreeMap;
@@ -49,6 +50,10 @@ pub enum Fault {
     /// Shift UploadPartCopy's source range of part 1 by one byte (same length):
     /// the server really stores damaged bytes with the planned part sizes.
     ShiftRange,
+    /// Flip one byte in the middle of an UploadPart body (same length), as if
+    /// the bytes were damaged between read and write; the server's answer is
+    /// kept in [`Stats::corrupted`].
+    CorruptPart,
 }
 
 /// Final writes: a request that, once forwarded, has made the object.
@@ -76,6 +81,13 @@ pub struct FaultConfig {
     /// PermanentRedirect` with `x-amz-bucket-region` (never forwarded), as AWS
     /// answers a request sent to the wrong region.
     pub bucket_regions: BTreeMap<String, String>,
+    /// Buckets whose objects HEAD does not see: HeadObject of a key in one
+    /// answers `404` (never forwarded; HeadBucket and every other request
+    /// go through), as if the object appeared just after a client looked.
+    pub hidden_buckets: Vec<String>,
+    /// At most this many faults in all (`None`: no limit), e.g. to damage
+    /// only the first part sent and let its retry through.
+    pub max_faults: Option<u64>,
 }
 
 impl Default for FaultConfig {
@@ -89,6 +101,8 @@ impl Default for FaultConfig {
             sqs_ops: Vec::new(),
             s3_ops: Vec::new(),
             bucket_regions: BTreeMap::new(),
+            hidden_buckets: Vec::new(),
+            max_faults: None,
         }
     }
 }
@@ -98,6 +112,9 @@ impl Default for FaultConfig {
 pub struct Stats {
     pub requests: u64,
     pub faulted: BTreeMap<(String, String), u64>,
+    /// The server's answer to each [`Fault::CorruptPart`] request: status
+    /// and the error `<Code>` of its body (empty when none).
+    pub corrupted: Vec<(u16, String)>,
 }
 
 impl Stats {
@@ -261,6 +278,16 @@ async fn handle(
                 .or_default() += 1;
             return Ok(redirect(&req, &home));
         }
+        if op == "HeadObject" && hidden(&req, &cfg) {
+            *st.stats
+                .faulted
+                .entry((op.clone(), "Hidden404".to_string()))
+                .or_default() += 1;
+            return Ok(Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(full(Bytes::new()))
+                .unwrap());
+        }
         let storm = cfg.storm_until.is_some_and(|t| Instant::now() < t);
         let fault = if storm {
             Some(Fault::SlowDown)
@@ -288,11 +315,15 @@ async fn handle(
                         matches!(op.as_str(), "CopyObject" | "CompleteMultipartUpload")
                     }
                     Fault::ShiftRange => op == "UploadPartCopy" && part_number(&req) == Some(1),
+                    Fault::CorruptPart => op == "UploadPart",
                     Fault::Truncate => !is_sqs && op == "GetObject",
                     _ => true,
                 })
                 .collect();
-            if op_ok && !applicable.is_empty() && st.rng.random_bool(rate.clamp(0.0, 1.0)) {
+            let room = cfg
+                .max_faults
+                .is_none_or(|max| st.stats.total_faults() < max);
+            if op_ok && room && !applicable.is_empty() && st.rng.random_bool(rate.clamp(0.0, 1.0)) {
                 Some(applicable[st.rng.random_range(0..applicable.len())])
             } else {
                 None
@@ -390,6 +421,12 @@ async fn handle(
             .unwrap());
     }
 
+    if fault == Some(Fault::CorruptPart) && !body.is_empty() {
+        let mut damaged = body.to_vec();
+        damaged[body.len() / 2] ^= 0x01;
+        body = Bytes::from(damaged);
+    }
+
     let uri = format!(
         "{upstream}{}",
         parts
@@ -433,6 +470,16 @@ async fn handle(
             return Ok(Response::from_parts(rparts, full(out)));
         }
     }
+    if fault == Some(Fault::CorruptPart) {
+        let text = String::from_utf8_lossy(&rbytes);
+        let code = text
+            .split_once("<Code>")
+            .and_then(|(_, rest)| rest.split_once("</Code>"))
+            .map(|(code, _)| code.to_string())
+            .unwrap_or_default();
+        let answer = (rparts.status.as_u16(), code);
+        state.lock().unwrap().stats.corrupted.push(answer);
+    }
     if fault == Some(Fault::LostReply) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::ConnectionReset,
@@ -475,6 +522,15 @@ fn wrong_region(req: &Request<Incoming>, cfg: &FaultConfig) -> Option<String> {
     let scope = auth.split("Credential=").nth(1)?;
     let signed = scope.split('/').nth(2)?;
     (signed != home).then(|| home.clone())
+}
+
+/// A HEAD of an object (path-style `/bucket/key`) in one of `hidden_buckets`.
+fn hidden(req: &Request<Incoming>, cfg: &FaultConfig) -> bool {
+    let path = req.uri().path().trim_start_matches('/');
+    match path.split_once('/') {
+        Some((bucket, key)) => !key.is_empty() && cfg.hidden_buckets.iter().any(|b| b == bucket),
+        None => false,
+    }
 }
 
 /// S3's answer to a request sent to the wrong region.

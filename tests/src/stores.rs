@@ -607,3 +607,59 @@ pub async fn dir_markers(store: Arc<dyn ObjectStore>) {
     }
     assert_eq!(read(s, "folder/inside", None).await, b"x");
 }
+
+/// A put whose body does not have the full-object checksum given is refused
+/// as `BadDigest` (retryable) and stores nothing; the right value is stored.
+pub async fn put_checksum_is_checked(store: Arc<dyn ObjectStore>) {
+    use common::checksum::{digest, Algorithm, Checksum};
+    use common::store::WriteChecksum;
+    let s = store.as_ref();
+    let key = "ck/put.bin";
+    let body = data(70_000, 5);
+    let right = digest(Algorithm::Crc32c, &body).full();
+    let wrong = digest(Algorithm::Crc32c, b"other bytes").full();
+    assert_ne!(right, wrong);
+    let opts = |c: Checksum| PutOptions {
+        checksum: Some(WriteChecksum::Value(c)),
+        ..PutOptions::default()
+    };
+    let err = s
+        .put(key, Bytes::from(body.clone()), &opts(wrong))
+        .await
+        .expect_err("a body without the checksum given is refused");
+    assert_eq!(
+        (err.kind, err.class.as_str()),
+        (ErrorKind::Retryable, "BadDigest"),
+        "{err}"
+    );
+    assert!(s.head(key).await.unwrap().is_none(), "nothing stored");
+    s.put(key, Bytes::from(body.clone()), &opts(right))
+        .await
+        .unwrap();
+    assert!(read(s, key, None).await == body);
+}
+
+/// `if_none_match`: a put onto an existing key fails with class
+/// `TargetExists` and leaves the object as it was; onto a new key it writes.
+pub async fn if_none_match_keeps_the_existing_object(store: Arc<dyn ObjectStore>) {
+    let s = store.as_ref();
+    let etag = put(s, "inm/k", b"first").await;
+    let opts = PutOptions {
+        if_none_match: true,
+        ..PutOptions::default()
+    };
+    let err = s
+        .put("inm/k", Bytes::from_static(b"second"), &opts)
+        .await
+        .expect_err("an existing key is not overwritten");
+    assert_eq!(err.class, common::store::TARGET_EXISTS, "{err}");
+    assert_eq!(read(s, "inm/k", None).await, b"first");
+    // Directories give no ETag at HEAD; S3 stores the one of the first write.
+    if let Some(now) = s.head("inm/k").await.unwrap().unwrap().etag {
+        assert_eq!(now, etag);
+    }
+    s.put("inm/new", Bytes::from_static(b"new"), &opts)
+        .await
+        .unwrap();
+    assert_eq!(read(s, "inm/new", None).await, b"new");
+}

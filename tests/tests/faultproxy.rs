@@ -1,5 +1,7 @@
 //! The fault proxy itself: each fault reaches the SDK as the error it imitates,
 //! and failed SendMessageBatch entries are really not delivered.
+//! `CorruptPart` is shown here on moto, which stores a damaged part as sent
+//! (it checks no digest): LocalStack's refusal is in tests/tests/checksums.rs.
 
 use std::time::{Duration, Instant};
 
@@ -177,4 +179,129 @@ async fn failed_batch_entries_are_not_delivered() {
         delivered += r.messages().len();
     }
     assert_eq!(delivered, 10 - failed);
+}
+
+/// `CorruptPart` with `max_faults: 1`: the first UploadPart's body reaches
+/// the server with one byte flipped (same length), the next one intact.
+#[tokio::test]
+async fn corrupt_part_flips_one_byte_of_the_first_parts_only() {
+    let bucket = testsupport::bucket("fp-corrupt").await;
+    let faults = FaultConfig {
+        max_faults: Some(1),
+        ..only(Fault::CorruptPart)
+    };
+    let proxy = FaultProxy::start(&testsupport::endpoint(), faults, 4).await;
+    let s3 = s3_via(&proxy.url());
+    let body: Vec<u8> = (0..5 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let tail = vec![9u8; 1000];
+    let up = s3
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let mut parts = Vec::new();
+    for (n, b) in [(1, &body), (2, &tail)] {
+        let p = s3
+            .upload_part()
+            .bucket(&bucket)
+            .key("k")
+            .upload_id(id)
+            .part_number(n)
+            .body(b.clone().into())
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(p.e_tag().unwrap())
+                .build(),
+        );
+    }
+    s3.complete_multipart_upload()
+        .bucket(&bucket)
+        .key("k")
+        .upload_id(id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let got = testsupport::s3()
+        .get_object()
+        .bucket(&bucket)
+        .key("k")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let mut want = body.clone();
+    want[body.len() / 2] ^= 0x01;
+    want.extend_from_slice(&tail);
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got.as_ref() == want.as_slice(),
+        "one byte of part 1 flipped"
+    );
+    let stats = proxy.stats();
+    assert_eq!(stats.total_faults(), 1, "{stats:?}");
+    // moto accepts the damaged part (it checks no digest).
+    assert_eq!(stats.corrupted, [(200, String::new())]);
+}
+
+/// `hidden_buckets`: HEAD of an object there is 404; HeadBucket, GET and
+/// other buckets' objects are untouched.
+#[tokio::test]
+async fn hidden_buckets_hide_objects_from_head_only() {
+    let hidden = testsupport::bucket("fp-hidden").await;
+    let seen = testsupport::bucket("fp-seen").await;
+    testsupport::put(&hidden, "k", b"here".to_vec()).await;
+    testsupport::put(&seen, "k", b"here".to_vec()).await;
+    let faults = FaultConfig {
+        hidden_buckets: vec![hidden.clone()],
+        ..FaultConfig::default()
+    };
+    let proxy = FaultProxy::start(&testsupport::endpoint(), faults, 5).await;
+    let s3 = s3_via(&proxy.url());
+    let e = s3
+        .head_object()
+        .bucket(&hidden)
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_service_error().is_some_and(|s| s.is_not_found()),
+        "{e:?}"
+    );
+    s3.head_bucket().bucket(&hidden).send().await.unwrap();
+    s3.head_object()
+        .bucket(&seen)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    let got = s3
+        .get_object()
+        .bucket(&hidden)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"here"
+    );
+    let stats = proxy.stats();
+    assert_eq!(stats.total_faults(), 1, "{stats:?}");
 }

@@ -68,6 +68,26 @@ mod part_md5_is_checked {
     }
 }
 
+/// A full-object checksum given with a put is checked, on the backends that
+/// check it: LocalStack (as AWS) and directories. moto does not validate
+/// checksums (it stores a body whatever value came with it), so it is not
+/// held to this.
+mod put_checksum_is_checked {
+    use testsupport::Server;
+    #[tokio::test]
+    async fn localstack() {
+        let Some(server) = Server::localstack() else {
+            return;
+        };
+        testsupport::stores::put_checksum_is_checked(super::s3_store(server).await).await;
+    }
+    #[tokio::test]
+    async fn dir() {
+        let (_tmp, store) = super::dir_store();
+        testsupport::stores::put_checksum_is_checked(store).await;
+    }
+}
+
 /// An S3-only test (`async fn $name(server: Server)`), run on both S3 servers.
 macro_rules! on_s3 {
     ($name:ident) => {
@@ -97,6 +117,7 @@ both!(dir_markers);
 both!(get_if_match);
 both!(multipart);
 both!(capabilities_hold);
+both!(if_none_match_keeps_the_existing_object);
 
 on_s3!(multipart_etag_is_the_same_on_s3_and_a_directory);
 async fn multipart_etag_is_the_same_on_s3_and_a_directory(server: Server) {
