@@ -1,5 +1,6 @@
 //! Corpus generator: creates a bucket and N objects of a given size, many at a time.
 
+use aws_sdk_s3::config::RequestChecksumCalculation;
 use clap::Parser;
 use futures::{stream, StreamExt, TryStreamExt};
 
@@ -25,12 +26,24 @@ struct Args {
     prefix: String,
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Write objects with no additional checksum (the SDK otherwise adds a
+    /// CRC32, which s3s-fs keeps and a copy would carry).
+    #[arg(long)]
+    no_checksum: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let s3 = s3mig_bench::s3_client(&a.endpoint, &a.access_key, &a.secret_key);
+    let mut s3 = s3mig_bench::s3_client(&a.endpoint, &a.access_key, &a.secret_key);
+    if a.no_checksum {
+        let conf = s3
+            .config()
+            .to_builder()
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .build();
+        s3 = aws_sdk_s3::Client::from_conf(conf);
+    }
     for b in std::iter::once(&a.bucket).chain(a.also_create.iter()) {
         // Already existing is fine.
         let _ = s3.create_bucket().bucket(b).send().await;
