@@ -98,7 +98,10 @@ pub(super) async fn run(
             opts.checksum = carry.and_then(|c| match &c.expect {
                 Some(want) => Some(WriteChecksum::Value(want.clone())),
                 None if c.algorithm == Algorithm::Crc64Nvme => None,
-                None => Some(WriteChecksum::Compute(c.algorithm, ChecksumType::FullObject)),
+                None => Some(WriteChecksum::Compute(
+                    c.algorithm,
+                    ChecksumType::FullObject,
+                )),
             });
             return stream_put(job, info, pin, &opts, carry).await;
         }
