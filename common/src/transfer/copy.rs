@@ -8,8 +8,9 @@
 //! part's checksum, and their sum must be the source's before completing.
 
 use crate::checksum::Algorithm;
-use crate::error::Result;
-use crate::store::{CopySource, CopyWrite, ObjectInfo, PutOptions, Written};
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{CopySource, CopyWrite, ObjectInfo, PutOptions, Written, TARGET_EXISTS};
+use crate::verify::etag_bare;
 
 use super::carry::Carry;
 use super::plan::Planned;
@@ -60,7 +61,13 @@ pub(super) async fn run(
         let asked = carry
             .filter(|_| info.checksum.is_none())
             .map(|c| c.algorithm);
-        let written = settle(job, single(job, src_bucket, pin, asked).await, &expected).await?;
+        let copied = match single(job, src_bucket, pin, asked).await {
+            Err(e) if e.kind == ErrorKind::PreconditionFailed && job.opts.no_overwrite => {
+                Err(which_condition(job, pin, e).await?)
+            }
+            other => other,
+        };
+        let written = settle(job, copied, &expected).await?;
         return Ok(Wrote {
             written,
             md5_proven: false,
@@ -99,6 +106,31 @@ pub(super) async fn run(
     Ok(Wrote {
         written,
         md5_proven: false,
+    })
+}
+
+/// A CopyObject under `--no-overwrite` carries two conditions (source
+/// `if-match`, target `If-None-Match: *`) and a 412 does not say which
+/// failed. The source decides: still at the pinned ETag → the target's
+/// condition failed (class `TargetExists`); changed or gone → the source's.
+async fn which_condition(job: &Job<'_>, pin: Option<&str>, e: Error) -> Result<Error> {
+    let now = job.src().head(job.key()).await?;
+    let unchanged = match (pin, now.as_ref().and_then(|i| i.etag.as_deref())) {
+        (Some(pin), Some(etag)) => etag_bare(pin).eq_ignore_ascii_case(etag_bare(etag)),
+        _ => false,
+    };
+    Ok(if unchanged {
+        Error {
+            class: TARGET_EXISTS.to_string(),
+            message: format!(
+                "an object already exists under the key and --no-overwrite is set ({})",
+                e.message
+            ),
+            subject: job.dst_subject(),
+            ..e
+        }
+    } else {
+        e
     })
 }
 

@@ -241,14 +241,6 @@ async fn once(ends: &Ends, item: &KeyItem, opts: &TransferOptions) -> Result<Don
     };
     match result {
         Err(e) if e.class == TARGET_EXISTS => Ok(target_exists()),
-        Err(e) if e.kind == ErrorKind::PreconditionFailed && opts.no_overwrite => {
-            // A copy sent both conditions (source if-match, target
-            // if-none-match) and S3 does not say which failed: look.
-            match job.dst().head(job.tkey()).await? {
-                Some(_) => Ok(target_exists()),
-                None => Err(source_changed(e)),
-            }
-        }
         Err(e) if e.kind == ErrorKind::PreconditionFailed => Err(source_changed(e)),
         Err(e) if e.is_gone() && e.class != crate::error::class::NO_SUCH_UPLOAD => {
             // Which end is missing? Only a missing source is a warning.
