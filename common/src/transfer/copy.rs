@@ -71,6 +71,7 @@ pub(super) async fn run(
         return Ok(Wrote {
             written,
             md5_proven: false,
+            note: None,
         });
     };
     let tags = job.src().get_tags(job.key()).await?;
@@ -106,6 +107,7 @@ pub(super) async fn run(
     Ok(Wrote {
         written,
         md5_proven: false,
+        note: None,
     })
 }
 

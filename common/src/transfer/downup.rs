@@ -85,6 +85,7 @@ pub(super) async fn run(
             return Ok(Wrote {
                 written,
                 md5_proven: source_md5(info).is_some(),
+                note: None,
             });
         }
         Plan::Stream => {
@@ -148,6 +149,7 @@ pub(super) async fn run(
     Ok(Wrote {
         written,
         md5_proven: false,
+        note: None,
     })
 }
 
@@ -215,9 +217,19 @@ async fn stream_put(
         }
     };
     check_written(job, &written, &md5, digest.as_ref()).await?;
+    // Nothing was sent for S3's own CRC64NVME to stand for: say when the
+    // store gave none, so an operator knows a later check needs bytes.
+    let note = match (carry, &opts.checksum, &written.checksum) {
+        (Some(c), None, None) if job.dst().capabilities().s3_etags => Some(format!(
+            "the target store gave the object no {} of its own (AWS S3 does)",
+            c.algorithm
+        )),
+        _ => None,
+    };
     Ok(Wrote {
         written,
         md5_proven: source_md5(info).is_some(),
+        note,
     })
 }
 

@@ -507,7 +507,7 @@ async fn transfer(job: &Job<'_>) -> Result<Done> {
         }
         None => downup::run(job, &info, pin.as_deref(), &planned, carry.as_ref()).await?,
     };
-    let mut note = planned.note.clone();
+    let mut note = planned.note.clone().or(wrote.note);
     let mut proof = carry::proof(carry.as_ref(), &wrote.written, false, &job.dst_subject())?;
     if !matches!(proof, Proof::Checksum(_)) {
         let etag = &wrote.written.etag;
@@ -545,6 +545,8 @@ fn etag_evidence(src: &ObjectInfo, written: &str) -> bool {
 struct Wrote {
     written: Written,
     md5_proven: bool,
+    /// What the user should know about this write (see [`Done::note`]).
+    note: Option<String>,
 }
 
 /// Class of the failure when a write that reproduced the source's layout
