@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::config::RequestChecksumCalculation;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
+use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm as SdkAlgorithm, ChecksumMode, ChecksumType as SdkChecksumType,
@@ -430,19 +431,10 @@ impl ObjectStore for S3Store {
             .put_request(key, opts)
             .await?
             .body(SdkByteStream::from(body));
-        let out = if matches!(opts.checksum, Some(WriteChecksum::Compute(..))) {
-            req.customize()
-                .config_override(computed_checksums())
-                .send()
-                .await
-        } else {
-            req.send().await
-        }
-        .map_err(|e| on_conditional_write(map_sdk_error(e, &subject), opts.if_none_match))?;
-        Ok(Written {
-            etag: out.e_tag().unwrap_or_default().to_string(),
-            checksum: checksum_of(out.checksum_type(), checksum_values!(out)),
-        })
+        let out = send_put(req, opts)
+            .await
+            .map_err(|e| on_conditional_write(map_sdk_error(e, &subject), opts.if_none_match))?;
+        Ok(put_written(&out))
     }
 
     async fn put_stream(
@@ -474,21 +466,10 @@ impl ObjectStore for S3Store {
             .await?
             .content_length(content_length)
             .body(SdkByteStream::from_body_1_x(body));
-        // A value not known before the body is sent goes as a trailer the SDK
-        // computes (aws-chunked), so the store still checks every byte.
-        let out = if matches!(opts.checksum, Some(WriteChecksum::Compute(..))) {
-            req.customize()
-                .config_override(computed_checksums())
-                .send()
-                .await
-        } else {
-            req.send().await
-        }
-        .map_err(|e| on_conditional_write(stream_error(e, &subject), opts.if_none_match))?;
-        Ok(Written {
-            etag: out.e_tag().unwrap_or_default().to_string(),
-            checksum: checksum_of(out.checksum_type(), checksum_values!(out)),
-        })
+        let out = send_put(req, opts)
+            .await
+            .map_err(|e| on_conditional_write(stream_error(e, &subject), opts.if_none_match))?;
+        Ok(put_written(&out))
     }
 
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
@@ -879,11 +860,28 @@ impl ObjectStore for S3Store {
     }
 }
 
-/// A client setting for one request: the SDK computes the checksum of the
-/// body it sends (a trailer for streamed bodies), which the store checks.
-fn computed_checksums() -> aws_sdk_s3::config::Builder {
-    aws_sdk_s3::config::Builder::default()
-        .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
+/// Send a PutObject. A checksum to compute (`WriteChecksum::Compute`, a value
+/// not known before the body is sent) is the SDK's to compute as it sends
+/// (a header for bytes in memory, an aws-chunked trailer for streamed
+/// bodies), so the store still checks every byte.
+async fn send_put(
+    req: PutObjectFluentBuilder,
+    opts: &PutOptions,
+) -> std::result::Result<PutObjectOutput, SdkError<PutObjectError, HttpResponse>> {
+    if !matches!(opts.checksum, Some(WriteChecksum::Compute(..))) {
+        return req.send().await;
+    }
+    let computed = aws_sdk_s3::config::Builder::default()
+        .request_checksum_calculation(RequestChecksumCalculation::WhenSupported);
+    req.customize().config_override(computed).send().await
+}
+
+/// What a PutObject answered: the ETag and the checksum the store kept.
+fn put_written(out: &PutObjectOutput) -> Written {
+    Written {
+        etag: out.e_tag().unwrap_or_default().to_string(),
+        checksum: checksum_of(out.checksum_type(), checksum_values!(out)),
+    }
 }
 
 /// A field a successful reply must carry (an ETag, an upload id). A reply
