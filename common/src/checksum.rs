@@ -62,15 +62,6 @@ impl Algorithm {
         )
     }
 
-    /// The type S3 gives a multipart upload of this algorithm when the writer
-    /// does not choose: CRC64NVME is always full-object, the others composite.
-    pub fn default_multipart_type(self) -> ChecksumType {
-        match self {
-            Algorithm::Crc64Nvme => ChecksumType::FullObject,
-            _ => ChecksumType::Composite,
-        }
-    }
-
     /// The types S3 accepts for a multipart upload of this algorithm.
     pub fn allows(self, kind: ChecksumType) -> bool {
         !matches!(

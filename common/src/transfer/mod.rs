@@ -660,13 +660,11 @@ async fn fast_copy(job: &Job<'_>) -> Result<Option<Done>> {
     // Stores that ignore `x-amz-copy-source-if-match` copy a changed source
     // anyway: the returned ETag is the evidence either way.
     let note = etags_disagree(job, etag, &written.etag).await?;
-    let listed = ObjectInfo {
-        etag: Some(pin),
-        ..ObjectInfo::default()
-    };
-    let proof = match note {
-        None if etag_evidence(&listed, &written.etag) => Proof::Etag,
-        _ => Proof::None,
+    let proof = if note.is_none() && etag_bare(&written.etag).eq_ignore_ascii_case(etag_bare(&pin))
+    {
+        Proof::Etag
+    } else {
+        Proof::None
     };
     Ok(Some(Done {
         note,
