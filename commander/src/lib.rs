@@ -462,6 +462,7 @@ async fn start_record(
         per_queue: Default::default(),
         skipped: Default::default(),
         repairs: Vec::new(),
+        sync: None,
     });
     if repair {
         repair::start(&mut rec, plan);

@@ -50,9 +50,57 @@ pub struct KeyItem {
     /// made without a HEAD knows the source has its own to keep.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_algorithm: Option<String>,
+    /// What to do with the key (absent: [`Op::Copy`]). `commander run
+    /// --sync` sends the other two; executors older than them park such
+    /// messages as bad (unknown field), never misread them.
+    #[serde(default, skip_serializing_if = "Op::is_copy")]
+    pub op: Op,
+    /// [`Op::Update`] only: the listing saw the target modified after the
+    /// source, so a target that differs is left alone (outcome
+    /// `target-newer`) instead of overwritten (`--overwrite-newer` clears it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_newer_target: bool,
     /// Set on keys parked in the DLQ: why, and how often it was tried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+}
+
+/// What an executor does with one key.
+///
+/// For [`Op::Delete`] the listing facts of the item (`size`, `etag`,
+/// `last_modified`) are the **target's**: the delete is conditional on the
+/// target still being that object, and `key` is the source key it would
+/// have been copied from (absent from the source when listed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// Work the key in the executor's mode (copy, downup or check).
+    #[default]
+    Copy,
+    /// The listing could not show the target equal (same size, ETags differ
+    /// or cannot be compared): compare first, as `--verify` does, and write
+    /// only when the target is not proven equal.
+    Update,
+    /// The key exists on the target only (`--sync --delete`): delete the
+    /// target object if it is still the listed one and the source still
+    /// lacks the key.
+    Delete,
+}
+
+impl Op {
+    /// The default: nothing to serialize.
+    pub fn is_copy(&self) -> bool {
+        *self == Op::Copy
+    }
+
+    /// The name messages and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Copy => "copy",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
 }
 
 impl KeyItem {

@@ -21,6 +21,16 @@ pub enum Outcome {
     TargetExists,
     /// Check mode: target matches source.
     Verified,
+    /// `--sync --delete`: a target-only object deleted (it was still the
+    /// listed object and the source still lacked the key).
+    Deleted,
+    /// `--sync --delete`: a target-only object not deleted, because it
+    /// changed since it was listed or the source has the key again (the
+    /// note says which).
+    Kept,
+    /// `--sync`: the target differs from the source and was modified after
+    /// it; left as it is (`--overwrite-newer` overwrites).
+    TargetNewer,
     /// Parked in the DLQ with its error class and message.
     Failed,
 }
@@ -36,6 +46,9 @@ impl Outcome {
             Outcome::SourceMissing => "source-missing",
             Outcome::TargetExists => "target-exists",
             Outcome::Verified => "verified",
+            Outcome::Deleted => "deleted",
+            Outcome::Kept => "kept",
+            Outcome::TargetNewer => "target-newer",
             Outcome::Failed => "failed",
         }
     }
@@ -230,6 +243,9 @@ fn parse_outcome(s: &str) -> Option<Outcome> {
         Outcome::SourceMissing,
         Outcome::TargetExists,
         Outcome::Verified,
+        Outcome::Deleted,
+        Outcome::Kept,
+        Outcome::TargetNewer,
         Outcome::Failed,
     ]
     .into_iter()
@@ -449,6 +465,10 @@ pub struct JobRecord {
     /// keys are not added to `objects`: they were enqueued before).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repairs: Vec<RepairRun>,
+    /// `--sync` runs: what the diff found (unchanged keys are never sent,
+    /// so only this says they are part of the job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::listing::diff::Tally>,
 }
 
 /// One `commander run --repair` of a job.
@@ -579,6 +599,8 @@ pub struct Summary {
     pub skipped: u64,
     pub failed: u64,
     pub source_missing: u64,
+    /// Target-only objects deleted (`--sync --delete`).
+    pub deleted: u64,
     /// Bytes written by succeeded keys (copied, tags updated).
     pub bytes: u64,
     /// Bytes compared by check mode (verified keys): read, not written.
@@ -800,9 +822,12 @@ impl Aggregator {
                     s.succeeded += 1;
                     s.bytes_compared += size;
                 }
-                Outcome::SkippedIdentical | Outcome::SkippedFiltered | Outcome::TargetExists => {
-                    s.skipped += 1
-                }
+                Outcome::SkippedIdentical
+                | Outcome::SkippedFiltered
+                | Outcome::TargetExists
+                | Outcome::Kept
+                | Outcome::TargetNewer => s.skipped += 1,
+                Outcome::Deleted => s.deleted += 1,
                 Outcome::SourceMissing => s.source_missing += 1,
                 Outcome::Failed => s.failed += 1,
             }

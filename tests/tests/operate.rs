@@ -228,6 +228,7 @@ fn job_record(id: &str, objects: u64, started: DateTime<Utc>) -> JobRecord {
         prefix: String::new(),
         target_prefix: None,
         repairs: Vec::new(),
+        sync: None,
     }
 }
 

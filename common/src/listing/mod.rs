@@ -15,6 +15,7 @@ use crate::message::KeyItem;
 use crate::store::ByteStream;
 
 pub mod csv_manifest;
+pub mod diff;
 pub mod filter;
 pub mod inventory;
 pub mod parallel;
