@@ -596,6 +596,8 @@ async fn status_shows_shift_style_progress_of_a_sync_job() {
         (Some(6), Some(4), Some(2)),
         "{v}"
     );
+    let outcomes = ["succeeded", "skipped", "failed", "deleted"].map(n);
+    assert_eq!(outcomes, [Some(1); 4], "{v}");
     let p = &v["progress"];
     assert_eq!(p["state"], "running", "{v}");
     let amounts = |unit: &str| -> Vec<u64> {
@@ -652,6 +654,7 @@ async fn status_shows_shift_style_progress_of_a_sync_job() {
     let text = l.commander(&["status"]);
     text.assert_ok("status");
     for line in [
+        "(succeeded 1, skipped 1, source missing 0, failed 1, deleted 1; 100 B written)\n",
         "progress    96.2% complete (of bytes), running\n",
         "  total                   57       5.4 KiB\n",
         "  unchanged               51       5.0 KiB\n",

@@ -64,12 +64,15 @@ pub struct Status {
     pub job: Option<JobStatus>,
     /// Objects the job enqueued (its record); `None` without a record.
     pub enqueued: Option<u64>,
-    /// Distinct keys with an outcome (succeeded + skipped + source missing + failed).
+    /// Distinct keys with an outcome (succeeded + skipped + source missing +
+    /// failed + deleted).
     pub done: u64,
     pub succeeded: u64,
     pub skipped: u64,
     pub source_missing: u64,
     pub failed: u64,
+    /// Target-only objects deleted (`--sync --delete`).
+    pub deleted: u64,
     /// Bytes written by succeeded keys.
     pub bytes_done: u64,
     /// Bytes compared by check mode (verified keys; nothing written).
@@ -334,6 +337,7 @@ impl Watcher {
             skipped: s.skipped,
             source_missing: s.source_missing,
             failed: s.failed,
+            deleted: s.deleted,
             bytes_done: s.bytes,
             bytes_compared: s.bytes_compared,
             proofs: s.proofs,
@@ -397,8 +401,13 @@ pub fn render_text(s: &Status) -> String {
             }
             None => o.push_str(&format!("job         {}  (no job record)\n", job.job_id)),
         }
+        let deleted = if s.deleted > 0 {
+            format!(", deleted {}", thousands(s.deleted))
+        } else {
+            String::new()
+        };
         o.push_str(&format!(
-            "done        {}  (succeeded {}, skipped {}, source missing {}, failed {}; {})\n",
+            "done        {}  (succeeded {}, skipped {}, source missing {}, failed {}{deleted}; {})\n",
             thousands(s.done),
             thousands(s.succeeded),
             thousands(s.skipped),
@@ -591,6 +600,7 @@ mod tests {
             skipped: 1,
             source_missing: 0,
             failed: 1,
+            deleted: 0,
             bytes_done: 2048,
             bytes_compared: 0,
             proofs: ProofSums {
