@@ -50,6 +50,19 @@ impl Amounts {
     fn finished(&self) -> u64 {
         self.transferred + self.unchanged + self.skipped + self.deleted + self.failed
     }
+
+    /// Every number with its name, `total` first (the text's rows).
+    fn named(&self) -> [(&'static str, u64); 7] {
+        [
+            ("total", self.total),
+            ("transferred", self.transferred),
+            ("unchanged", self.unchanged),
+            ("skipped", self.skipped),
+            ("deleted", self.deleted),
+            ("failed", self.failed),
+            ("remaining", self.remaining),
+        ]
+    }
 }
 
 /// Files and bytes per second over some stretch of time.
@@ -272,20 +285,11 @@ pub fn render_text(p: &Progress, now: DateTime<Utc>, o: &mut String) {
     };
     o.push_str(&format!("progress    {head}\n"));
     o.push_str(&format!("  {:<12}{:>14}  {:>12}\n", "", "files", "bytes"));
-    let rows: [(&str, fn(&Amounts) -> u64); 7] = [
-        ("total", |a| a.total),
-        ("transferred", |a| a.transferred),
-        ("unchanged", |a| a.unchanged),
-        ("skipped", |a| a.skipped),
-        ("deleted", |a| a.deleted),
-        ("failed", |a| a.failed),
-        ("remaining", |a| a.remaining),
-    ];
-    for (name, f) in rows {
+    for ((name, files), (_, bytes)) in p.files.named().into_iter().zip(p.bytes.named()) {
         o.push_str(&format!(
             "  {name:<12}{:>14}  {:>12}\n",
-            thousands(f(&p.files)),
-            human_bytes(f(&p.bytes))
+            thousands(files),
+            human_bytes(bytes)
         ));
     }
     o.push_str(&format!(
