@@ -68,7 +68,8 @@ impl Amounts {
 /// Files and bytes per second over some stretch of time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Rate {
-    /// Keys with an outcome, per second.
+    /// Keys finished per second: report rows over the window (as
+    /// `throughput_per_s`), distinct keys with an outcome overall.
     pub files_per_s: f64,
     /// Bytes transferred (written), per second.
     pub bytes_per_s: f64,

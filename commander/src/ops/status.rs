@@ -1,8 +1,9 @@
 //! `commander status`: where a migration stands. Depths of every work queue
 //! and the DLQ; the job's enqueued totals (its job record); done, skipped and
 //! failed keys from the executors' completion reports; throughput over the
-//! last minutes and an ETA. `--watch` redraws in place; `--json` prints one
-//! object per refresh.
+//! last minutes and an ETA; the job's progress in files and bytes,
+//! Shift-style ([`super::progress`]). `--watch` redraws in place; `--json`
+//! prints one object per refresh.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
