@@ -583,7 +583,9 @@ async fn sync_source(
     }
     let count = spool.count();
     if let Some(max) = plan.max_delete.filter(|m| count.files > *m) {
-        return failed(common::Error::input(
+        return failed(common::Error::new(
+            common::ErrorKind::Permanent,
+            "MaxDeleteExceeded",
             "--max-delete",
             format!(
                 "{} target keys would be deleted, more than --max-delete {max}: no delete was sent (new and changed keys were)",
