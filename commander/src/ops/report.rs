@@ -129,7 +129,7 @@ pub struct JobReport {
     pub without_outcome: Option<u64>,
     /// Keys whose latest outcome is source-missing.
     pub source_missing_keys: KeyList,
-    /// Keys whose latest outcome is skipped (identical or filtered).
+    /// Keys whose latest outcome is skipped (identical, filtered, kept or target-newer).
     pub skipped_keys: KeyList,
     /// The failures manifest written, if any.
     pub failures_manifest: Option<ManifestWritten>,
@@ -234,6 +234,9 @@ pub fn render_text(r: &JobReport) -> String {
     ));
     o.push_str(&format!("skipped         {}\n", thousands(s.skipped)));
     r.skipped_keys.render(&mut o);
+    if s.deleted > 0 {
+        o.push_str(&format!("deleted         {}\n", thousands(s.deleted)));
+    }
     o.push_str(&format!(
         "source missing  {}\n",
         thousands(s.source_missing)
