@@ -196,7 +196,11 @@ async fn scenario(sb: &Sandbox, src: &End, dst: &End, fallback: Fallback) {
     for key in ["d/gone", "d/rewritten", "d/back"] {
         let row = &got[key];
         assert_eq!(row.proof, None, "{key}: a delete proves no content");
-        assert_eq!(row.size, Some(format!("listed {key}").len() as u64), "{key}");
+        assert_eq!(
+            row.size,
+            Some(format!("listed {key}").len() as u64),
+            "{key}"
+        );
     }
 
     assert_eq!(dst.get("u/same").await.unwrap(), b"same bytes");
@@ -259,7 +263,10 @@ async fn check_mode(sb: &Sandbox, src: &End, dst: &End, keys: &[KeyItem]) {
             .contains("the target has a key the source lacks"),
         "{row:?}"
     );
-    assert!(dst.get("d/rewritten").await.is_some(), "check deletes nothing");
+    assert!(
+        dst.get("d/rewritten").await.is_some(),
+        "check deletes nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -491,3 +491,29 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         Err(unsupported(self.describe(), "list multipart uploads"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_conditions_name_what_differs() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let listed = DeleteIf {
+            etag: Some("\"abc\"".into()),
+            size: 5,
+            last_modified: Some(at("2026-01-01T00:00:00.250Z")),
+        };
+        // HEAD says seconds, the listing milliseconds: equal to the second.
+        let head = Some(at("2026-01-01T00:00:00Z"));
+        assert_eq!(listed.differences(5, Some("ABC"), head, true), None);
+        assert!(listed
+            .differences(5, Some("abc"), head, false)
+            .unwrap()
+            .starts_with("last modified"));
+        let what = listed.differences(6, Some("\"def\""), None, true).unwrap();
+        assert_eq!(what, "size 5 is now 6, ETag abc is now def");
+        // No ETag on one side: size and time decide.
+        assert_eq!(listed.differences(5, None, head, true), None);
+    }
+}

@@ -35,8 +35,8 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 
 use super::{
     length_mismatch, ByteStream, Capabilities, CompletedPart, CopySource, CopyWrite, DeleteIf,
-    Deletion, Finish, ListPage, ListRequest, Listed, ObjectAttrs, ObjectInfo, ObjectStore, PutOptions, Upload,
-    WriteChecksum, Written, TARGET_EXISTS,
+    Deletion, Finish, ListPage, ListRequest, Listed, ObjectAttrs, ObjectInfo, ObjectStore,
+    PutOptions, Upload, WriteChecksum, Written, TARGET_EXISTS,
 };
 use crate::checksum::{Algorithm, Checksum, ChecksumType};
 use crate::error::{Error, ErrorKind, Result};

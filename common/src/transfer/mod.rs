@@ -231,7 +231,7 @@ async fn once(ends: &Ends, item: &KeyItem, opts: &TransferOptions) -> Result<Don
         match sync::delete(ends, item, opts).await? {
             sync::Deleting::Done(done) => return Ok(done),
             sync::Deleting::CheckAsCopy(copy) => {
-                as_copy = copy;
+                as_copy = *copy;
                 &as_copy
             }
         }

@@ -19,7 +19,7 @@ pub(super) enum Deleting {
     Done(Done),
     /// Check mode, and the source has the key now: an ordinary check of
     /// this item (without the target's listing facts).
-    CheckAsCopy(KeyItem),
+    CheckAsCopy(Box<KeyItem>),
 }
 
 /// An [`Op::Delete`] item: the source is looked at first (a key it has
@@ -72,8 +72,6 @@ pub(super) async fn delete(
         ),
         Deletion::Gone => noted(Outcome::Deleted, "already absent"),
     };
-    tracing::info!(target_key = %item.target_key(), outcome = %done.outcome,
-        note = done.note.as_deref().unwrap_or(""), "target-only key");
     Ok(Deleting::Done(done))
 }
 
@@ -81,12 +79,12 @@ pub(super) async fn delete(
 /// any key; otherwise the target must lack it too.
 async fn check(ends: &Ends, item: &KeyItem, source_has: bool) -> Result<Deleting> {
     if source_has {
-        return Ok(Deleting::CheckAsCopy(KeyItem {
+        return Ok(Deleting::CheckAsCopy(Box::new(KeyItem {
             key: item.key.clone(),
             target_key: item.target_key.clone(),
             op: Op::Copy,
             ..KeyItem::default()
-        }));
+        })));
     }
     match ends.target.head(item.target_key()).await? {
         None => Ok(Deleting::Done(noted(
@@ -111,12 +109,10 @@ pub(super) fn target_newer(verdict: &Verdict) -> Done {
         Verdict::Unknown(why) => format!("not shown equal: {why}"),
         Verdict::Identical | Verdict::Missing => String::new(),
     };
-    let done = noted(
+    noted(
         Outcome::TargetNewer,
         &format!("the target is newer than the source and differs ({how}): left as it is"),
-    );
-    tracing::info!(note = done.note.as_deref().unwrap_or(""), "target newer");
-    done
+    )
 }
 
 fn noted(outcome: Outcome, note: &str) -> Done {
