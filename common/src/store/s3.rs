@@ -200,6 +200,19 @@ fn on_conditional_write(err: Error, if_none_match: bool) -> Error {
     }
 }
 
+/// A conditional delete refused by a policy: AWS needs `s3:GetObject` too
+/// for a DeleteObject with `If-Match`, which a delete-only role lacks.
+fn on_conditional_delete(err: Error) -> Error {
+    if err.kind != ErrorKind::AccessDenied {
+        return err;
+    }
+    let message = format!(
+        "{} (a delete with If-Match also needs s3:GetObject on the object, besides s3:DeleteObject)",
+        err.message
+    );
+    Error { message, ..err }
+}
+
 impl S3Store {
     /// A store for `bucket` using `client` (endpoint, credentials and retries are the client's).
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
@@ -265,14 +278,7 @@ impl S3Store {
             self.no_conditional_delete.store(true, Ordering::Relaxed);
             return Ok(None);
         }
-        if err.kind == ErrorKind::AccessDenied {
-            let message = format!(
-                "{} (a delete with If-Match also needs s3:GetObject on the object, besides s3:DeleteObject)",
-                err.message
-            );
-            return Err(Error { message, ..err });
-        }
-        Err(err)
+        Err(on_conditional_delete(err))
     }
 
     /// A PutObject with `opts`' headers, metadata, tags, storage class and ACL; no body yet.
@@ -1368,6 +1374,21 @@ mod tests {
             on_conditional_write(taken(), false).class,
             "PreconditionFailed"
         );
+    }
+
+    #[test]
+    fn a_refused_conditional_delete_names_the_permission() {
+        let denied = Error::new(
+            ErrorKind::AccessDenied,
+            "AccessDenied",
+            "s3://b/k",
+            "denied",
+        );
+        let e = on_conditional_delete(denied);
+        assert_eq!(e.class, "AccessDenied");
+        assert!(e.message.contains("s3:GetObject"), "{}", e.message);
+        let other = Error::new(ErrorKind::Permanent, "InvalidRequest", "s3://b/k", "no");
+        assert_eq!(on_conditional_delete(other).message, "no");
     }
 
     #[test]
