@@ -345,5 +345,11 @@ async fn catch_up_and_mirror_deletes_on_localstack() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_and_mirror_deletes_between_directories() {
-    scenario(Ends::dirs(), sandbox(Server::Moto)).await;
+    let ends = Ends::dirs();
+    let mut sb = sandbox(Server::Moto);
+    let (src, dst) = ends.args();
+    // Executors admit directories only when named.
+    sb.set("MIGRATION_ALLOWED_SOURCES", &format!("file://{src}"));
+    sb.set("MIGRATION_ALLOWED_TARGETS", &format!("file://{dst}"));
+    scenario(ends, sb).await;
 }
