@@ -555,6 +555,7 @@ fn scenarios() -> Vec<Vec<(&'static str, &'static str)>> {
         vec![
             ("Mode", "check"),
             ("Verify", "true"),
+            ("Sync", "mirror"),
             ("SourcePrefix", "data/2024/"),
             ("TargetPrefix", "copy/"),
             ("ManifestBucket", "inventory-bucket"),
@@ -766,6 +767,42 @@ fn executor_role_reads_only_the_source_and_writes_only_the_target() {
     assert_eq!(
         s3, expected,
         "executor S3 grants with prefixes in check mode"
+    );
+
+    // Sync=copy reads the target; only Sync=mirror may delete, and only there.
+    for (sync, deletes) in [("copy", false), ("mirror", true)] {
+        let ev = Eval::new(&tpl, &[("TargetPrefix", "copy/"), ("Sync", sync)]);
+        let roles = task_role_statements(&ev);
+        let s3 = actions_by_resource(&roles["ExecutorTaskRole"], "s3");
+        let target = &s3["arn:aws:s3:::target-bucket/copy/*"];
+        assert!(target.contains("s3:GetObject"), "{sync}: {s3:?}");
+        assert_eq!(
+            target.contains("s3:DeleteObject"),
+            deletes,
+            "{sync}: {s3:?}"
+        );
+        let deleting: Vec<&String> = s3
+            .iter()
+            .filter(|(_, a)| a.contains("s3:DeleteObject"))
+            .map(|(r, _)| r)
+            .collect();
+        assert!(
+            deleting.len() <= 1,
+            "deletes only under the target prefix: {deleting:?}"
+        );
+        let list = roles["CommanderTaskRole"]
+            .iter()
+            .find(|s| s["Sid"] == "ListTargetForSync")
+            .expect("the commander lists the target for --sync");
+        assert_eq!(list["Resource"], "arn:aws:s3:::target-bucket");
+        assert_eq!(list["Condition"]["StringLike"]["s3:prefix"], "copy/*");
+    }
+    let ev = Eval::new(&tpl, &[]);
+    assert!(
+        !task_role_statements(&ev)["CommanderTaskRole"]
+            .iter()
+            .any(|s| s["Sid"] == "ListTargetForSync"),
+        "no target listing without Sync"
     );
 
     // Without a target prefix, keys keep the source prefix: writes stay under it.
