@@ -36,9 +36,10 @@ def files(count):
     return count["files"]
 
 
-def ours(out, exp):
+def ours(out, exp, by_mtime):
     """(to copy, to delete, unchanged) from our --json summary, after
-    checking every class against the fixture."""
+    checking every class against the fixture. `by_mtime`: the run had
+    `--compare mtime`, which must find exactly the fixture's changes."""
     summary = json.load(open(out))
     tally = summary.get("sync")
     if not tally:
@@ -74,6 +75,13 @@ def ours(out, exp):
     if sent_same < files(exp["changed_same_size"]) or unchanged > files(exp["unchanged"]):
         want["same size: sent >= changed"] = files(exp["changed_same_size"])
         have["same size: sent >= changed"] = sent_same
+    if by_mtime:
+        want["changed.mtime"] = exp["changed_same_size"]
+        have["changed.mtime"] = changed.get("mtime", {"files": 0, "bytes": 0})
+        want["changed (attributes)"] = ["mtime", "size"]
+        have["changed (attributes)"] = sorted(changed)
+        want["unchanged"] = exp["unchanged"]
+        have["unchanged"] = tally["unchanged"]
     bad = [k for k in want if want[k] != have[k]]
     if bad:
         lines = [f"  {k}: want {want[k]}, got {have[k]}" for k in bad]
@@ -106,7 +114,8 @@ def run(tool, n, out, timev, expected):
         sys.exit(f"{expected}: fixture of {exp['keys']} keys, not {n}")
     wall, cpu, rss = time_v(timev)
     parse = {
-        "ours": lambda: ours(out, exp),
+        "ours": lambda: ours(out, exp, False),
+        "ours-mtime": lambda: ours(out, exp, True),
         "rclone-sync": lambda: rclone_sync(out + ".err", exp),
         "rclone-check": lambda: rclone_check(out + ".err", exp),
         "find": lambda: (None, None, None),
@@ -125,9 +134,9 @@ def table(runs):
         r["cpu"].append(float(cpu))
         r["rss"].append(int(rss))
         r["found"].add((copy, delete, same))
-    order = ["ours", "rclone-sync", "rclone-check", "find"]
+    order = ["ours", "ours-mtime", "rclone-sync", "rclone-check", "find"]
     keys = sorted(rows, key=lambda k: (k[1], order.index(k[0])))
-    head = f"{'tool':<13} {'keys/side':>9} {'runs':>4} {'wall s':>7} {'keys/s':>9} {'CPU s':>6} {'peak RSS':>9} {'to copy':>7} {'to delete':>9} {'unchanged':>9}"
+    head = f"{'tool':<13} {'keys/side':>9} {'runs':>4} {'wall s':>7} {'keys/s':>9} {'CPU s':>6} {'peak RSS':>9} {'to send':>7} {'to delete':>9} {'unchanged':>9}"
     print(head)
     print("-" * len(head))
     for tool, n in keys:
@@ -148,7 +157,7 @@ def table(runs):
                 b = statistics.median(rows[(tool, hi)]["rss"])
                 print(f"  {tool:<13} {b / a:.2f}x ({a / 1024:.1f} -> {b / 1024:.1f} MiB)")
     print("\nkeys/s: keys listed on both sides (2 x keys/side) / wall time; median of the runs.")
-    print("to copy / to delete / unchanged: what each tool found ('-': not reported).")
+    print("to send / to delete / unchanged: what each tool found (rclone: to copy) ('-': not reported).")
 
 
 if __name__ == "__main__":
