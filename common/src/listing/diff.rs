@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::Listed;
+use crate::verify::etag_bare;
+
 /// Files and bytes of one class of keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Count {
@@ -40,6 +43,8 @@ impl Count {
 pub struct Tally {
     /// Keys compared: present on either side and admitted by the filters.
     pub compared: u64,
+    /// Objects the target listing returned (before filters).
+    pub target_listed: u64,
     /// On the source only: sent.
     pub new: Count,
     /// On both and different, by the attribute that showed it (`size`,
@@ -70,6 +75,7 @@ impl Tally {
     /// Add another run's tally (a resumed job accumulates).
     pub fn merge(&mut self, other: &Tally) {
         self.compared += other.compared;
+        self.target_listed += other.target_listed;
         self.new.merge(other.new);
         for (k, v) in &other.changed {
             self.changed.entry(k.clone()).or_default().merge(*v);
@@ -78,5 +84,364 @@ impl Tally {
         self.target_newer.merge(other.target_newer);
         self.target_only.merge(other.target_only);
         self.deletes.merge(other.deletes);
+    }
+}
+
+/// `--compare`: what a listing must show for a key on both sides to count as
+/// unchanged (and not be sent). Listings carry size, ETag and last-modified
+/// time, never checksum values: whatever they cannot decide is sent as an
+/// [`Op::Update`](crate::message::Op::Update) for the executor to compare
+/// (checksums first, then ETags knowing the encryption, `--deep` bytes), so
+/// nothing is called unchanged on a guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Compare {
+    /// Size, then ETag: equal ETags are unchanged; different or missing
+    /// ETags (SSE-KMS, other part sizes, directories) go to executors to compare.
+    #[default]
+    Auto,
+    /// Size only: equal sizes are unchanged (fast, blind to same-size edits).
+    Size,
+    /// Size and ETag: different or missing ETags are copied without a
+    /// compare (for targets known not to be SSE-KMS or re-chunked).
+    Etag,
+    /// Size, then every same-size pair goes to executors to compare
+    /// (checksums, ETags, `--deep` bytes): the most exact, one HEAD per side.
+    Checksum,
+    /// Size and time: unchanged unless the source was modified after the target.
+    Mtime,
+}
+
+impl Compare {
+    /// The flag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compare::Auto => "auto",
+            Compare::Size => "size",
+            Compare::Etag => "etag",
+            Compare::Checksum => "checksum",
+            Compare::Mtime => "mtime",
+        }
+    }
+}
+
+/// How pairs are judged: `--compare` and `--overwrite-newer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rule {
+    pub compare: Compare,
+    /// Send keys whose target differs and is newer than the source too.
+    pub overwrite_newer: bool,
+}
+
+/// What the diff makes of one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// On the source only: copied.
+    New,
+    /// Shown different by the listing (`size`, `mtime`, or `etag` under
+    /// `--compare etag`): copied.
+    Changed(&'static str),
+    /// Not shown equal by the listing (`etag`: ETags differ or are missing;
+    /// `checksum`: `--compare checksum`): sent for the executor to compare.
+    Compare {
+        why: &'static str,
+        /// The target was modified after the source: if it differs, keep it.
+        keep_newer_target: bool,
+    },
+    /// Shown equal by the listing: not sent.
+    Unchanged,
+    /// Shown different, and the target is the newer: not sent.
+    TargetNewer,
+    /// On the target only: deleted with `--delete`, else kept.
+    TargetOnly,
+}
+
+/// Judge one key from what the two listings say of it.
+pub fn classify(source: Option<&Listed>, target: Option<&Listed>, rule: Rule) -> Class {
+    let (s, t) = match (source, target) {
+        (Some(s), Some(t)) => (s, t),
+        (Some(_), None) => return Class::New,
+        (None, _) => return Class::TargetOnly,
+    };
+    let target_newer = match (s.last_modified, t.last_modified) {
+        (Some(a), Some(b)) => b > a,
+        _ => false,
+    };
+    let changed = |why| match target_newer && !rule.overwrite_newer {
+        true => Class::TargetNewer,
+        false => Class::Changed(why),
+    };
+    if s.size != t.size {
+        return changed("size");
+    }
+    let etags_equal = match (s.etag.as_deref(), t.etag.as_deref()) {
+        (Some(a), Some(b)) => etag_bare(a).eq_ignore_ascii_case(etag_bare(b)),
+        _ => false,
+    };
+    let compare = |why| Class::Compare {
+        why,
+        keep_newer_target: target_newer && !rule.overwrite_newer,
+    };
+    match rule.compare {
+        Compare::Size => Class::Unchanged,
+        Compare::Mtime => match (s.last_modified, t.last_modified) {
+            (Some(a), Some(b)) if a > b => Class::Changed("mtime"),
+            _ => Class::Unchanged,
+        },
+        Compare::Auto | Compare::Etag if etags_equal => Class::Unchanged,
+        Compare::Auto => compare("etag"),
+        Compare::Etag => changed("etag"),
+        Compare::Checksum => compare("checksum"),
+    }
+}
+
+impl Tally {
+    /// Count one key of `class` (`size`: the source's, or the target's for
+    /// target-only keys).
+    pub fn count(&mut self, class: Class, size: u64) {
+        self.compared += 1;
+        match class {
+            Class::New => self.new.add(size),
+            Class::Changed(why) | Class::Compare { why, .. } => {
+                self.changed.entry(why.to_string()).or_default().add(size)
+            }
+            Class::Unchanged => self.unchanged.add(size),
+            Class::TargetNewer => self.target_newer.add(size),
+            Class::TargetOnly => self.target_only.add(size),
+        }
+    }
+}
+
+/// One key of the merge join, in source key space: what each side listed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Joined {
+    pub key: String,
+    pub source: Option<Listed>,
+    pub target: Option<Listed>,
+}
+
+/// Merge-join two key-sorted runs (each strictly increasing) into one
+/// key-sorted run where every key of either appears exactly once.
+pub fn join(source: Vec<Listed>, target: Vec<Listed>) -> Vec<Joined> {
+    let mut out = Vec::with_capacity(source.len().max(target.len()));
+    let mut s = source.into_iter().peekable();
+    let mut t = target.into_iter().peekable();
+    loop {
+        let order = match (s.peek(), t.peek()) {
+            (None, None) => return out,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(a), Some(b)) => a.key.cmp(&b.key),
+        };
+        let (source, target) = match order {
+            std::cmp::Ordering::Less => (s.next(), None),
+            std::cmp::Ordering::Greater => (None, t.next()),
+            std::cmp::Ordering::Equal => (s.next(), t.next()),
+        };
+        let key = source
+            .as_ref()
+            .or(target.as_ref())
+            .map(|l| l.key.clone())
+            .unwrap_or_default();
+        out.push(Joined {
+            key,
+            source,
+            target,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn obj(size: u64, etag: Option<&str>, minute: u32) -> Listed {
+        Listed {
+            key: "k".into(),
+            size,
+            etag: etag.map(|e| format!("\"{e}\"")),
+            last_modified: Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, minute, 0).unwrap()),
+            ..Listed::default()
+        }
+    }
+
+    #[test]
+    fn classify_table() {
+        let rule = |compare| Rule {
+            compare,
+            overwrite_newer: false,
+        };
+        let auto = rule(Compare::Auto);
+        let (old, new) = (1, 2);
+        let same = obj(5, Some("aa"), old);
+        let copy_of_same = obj(5, Some("AA"), new);
+        let edited = obj(5, Some("bb"), new);
+        let grown = obj(6, Some("cc"), old);
+        let no_etag = obj(5, None, new);
+        let grown_new = obj(6, Some("x"), new);
+        let aa_new = obj(5, Some("aa"), new);
+        let bb_old = obj(5, Some("bb"), old);
+        let none_old = obj(5, None, old);
+        let cases: Vec<(&str, Option<&Listed>, Option<&Listed>, Rule, Class)> = vec![
+            ("source only", Some(&same), None, auto, Class::New),
+            ("target only", None, Some(&same), auto, Class::TargetOnly),
+            (
+                "same etag",
+                Some(&same),
+                Some(&copy_of_same),
+                auto,
+                Class::Unchanged,
+            ),
+            (
+                "size differs, source newer",
+                Some(&grown_new),
+                Some(&same),
+                auto,
+                Class::Changed("size"),
+            ),
+            (
+                "size differs, target newer",
+                Some(&grown),
+                Some(&copy_of_same),
+                auto,
+                Class::TargetNewer,
+            ),
+            (
+                "size differs, target newer, overwrite",
+                Some(&grown),
+                Some(&copy_of_same),
+                Rule {
+                    compare: Compare::Auto,
+                    overwrite_newer: true,
+                },
+                Class::Changed("size"),
+            ),
+            (
+                "etags differ: executors compare, keeping a newer target",
+                Some(&same),
+                Some(&edited),
+                auto,
+                Class::Compare {
+                    why: "etag",
+                    keep_newer_target: true,
+                },
+            ),
+            (
+                "no etag on one side",
+                Some(&aa_new),
+                Some(&none_old),
+                auto,
+                Class::Compare {
+                    why: "etag",
+                    keep_newer_target: false,
+                },
+            ),
+            (
+                "size mode ignores content",
+                Some(&same),
+                Some(&edited),
+                rule(Compare::Size),
+                Class::Unchanged,
+            ),
+            (
+                "etag mode copies a different etag",
+                Some(&aa_new),
+                Some(&bb_old),
+                rule(Compare::Etag),
+                Class::Changed("etag"),
+            ),
+            (
+                "etag mode keeps a newer different target",
+                Some(&same),
+                Some(&edited),
+                rule(Compare::Etag),
+                Class::TargetNewer,
+            ),
+            (
+                "checksum mode compares even equal etags",
+                Some(&same),
+                Some(&copy_of_same),
+                rule(Compare::Checksum),
+                Class::Compare {
+                    why: "checksum",
+                    keep_newer_target: true,
+                },
+            ),
+            (
+                "mtime: target written after",
+                Some(&same),
+                Some(&no_etag),
+                rule(Compare::Mtime),
+                Class::Unchanged,
+            ),
+            (
+                "mtime: source modified after",
+                Some(&no_etag),
+                Some(&none_old),
+                rule(Compare::Mtime),
+                Class::Changed("mtime"),
+            ),
+        ];
+        for (what, s, t, r, want) in cases {
+            assert_eq!(classify(s, t, r), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn tallies_count_and_merge() {
+        let mut a = Tally::default();
+        a.count(Class::New, 3);
+        a.count(Class::Changed("size"), 4);
+        a.count(
+            Class::Compare {
+                why: "etag",
+                keep_newer_target: false,
+            },
+            5,
+        );
+        a.count(Class::Unchanged, 6);
+        a.count(Class::TargetOnly, 7);
+        let mut b = a.clone();
+        b.merge(&a);
+        assert_eq!(b.compared, 10);
+        assert_eq!(b.new, Count { files: 2, bytes: 6 });
+        assert_eq!(b.changed["size"], Count { files: 2, bytes: 8 });
+        assert_eq!(
+            b.changed_total(),
+            Count {
+                files: 4,
+                bytes: 18
+            }
+        );
+        assert_eq!(
+            b.target_only,
+            Count {
+                files: 2,
+                bytes: 14
+            }
+        );
+    }
+
+    #[test]
+    fn join_pairs_equal_keys_and_keeps_order() {
+        let l = |k: &str| Listed {
+            key: k.into(),
+            ..Listed::default()
+        };
+        let j = join(vec![l("a"), l("c"), l("d")], vec![l("b"), l("c"), l("e")]);
+        let got: Vec<(&str, bool, bool)> = j
+            .iter()
+            .map(|j| (j.key.as_str(), j.source.is_some(), j.target.is_some()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", true, false),
+                ("b", false, true),
+                ("c", true, true),
+                ("d", true, false),
+                ("e", false, true)
+            ]
+        );
     }
 }

@@ -18,6 +18,7 @@ pub mod csv_manifest;
 pub mod diff;
 pub mod filter;
 pub mod inventory;
+pub mod pair;
 pub mod parallel;
 
 pub use parallel::SourceEnd;

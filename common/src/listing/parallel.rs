@@ -398,19 +398,58 @@ pub async fn list_parallel(
     tx: mpsc::Sender<Found>,
     cancel: CancellationToken,
 ) -> SourceEnd {
-    let mut stack = vec![root(&walk.opts)];
+    let root = root(&walk.opts);
+    let opts = walk.opts.clone();
+    drive(root, &opts, cancel, move |range, may_split| {
+        let (store, walk, tx) = (store.clone(), walk.clone(), tx.clone());
+        async move {
+            let step = run_step(store, walk, range, may_split, tx).await?;
+            Ok((step.next, step.spawn))
+        }
+    })
+    .await
+}
+
+/// A unit of a walk: a range, and where it would resume.
+pub(crate) trait Resumable {
+    /// Every key this unit has not handed on is greater than this.
+    fn after(&self) -> ResumeAfter;
+}
+
+impl Resumable for Range {
+    fn after(&self) -> ResumeAfter {
+        self.after.clone()
+    }
+}
+
+/// Run `step` over the units of a walk, depth first, at most
+/// `opts.concurrency` at once; a step returns the unit's continuation and
+/// the units it spawned. Stops at the first error or when `cancel` fires,
+/// saying where to resume (the smallest position of any unit not finished).
+pub(crate) async fn drive<T, F, Fut>(
+    root: T,
+    opts: &ListOptions,
+    cancel: CancellationToken,
+    step: F,
+) -> SourceEnd
+where
+    T: Resumable,
+    F: Fn(T, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<(Option<T>, Vec<T>)>>,
+{
+    let mut stack = vec![root];
     let mut running = FuturesUnordered::new();
     let mut positions: HashMap<u64, ResumeAfter> = HashMap::new();
     let mut next_id = 0u64;
-    let concurrency = walk.opts.concurrency.max(1);
+    let concurrency = opts.concurrency.max(1);
     loop {
         while running.len() < concurrency {
-            let Some(range) = stack.pop() else { break };
-            let may_split = stack.len() < walk.opts.max_pending;
+            let Some(unit) = stack.pop() else { break };
+            let may_split = stack.len() < opts.max_pending;
             let id = next_id;
             next_id += 1;
-            positions.insert(id, range.after.clone());
-            let fut = run_step(store.clone(), walk.clone(), range, may_split, tx.clone());
+            positions.insert(id, unit.after());
+            let fut = step(unit, may_split);
             running.push(async move { (id, fut.await) });
         }
         if running.is_empty() {
@@ -421,40 +460,63 @@ pub async fn list_parallel(
             d = running.next() => d,
         };
         let Some((id, result)) = done else {
-            let resume = resume_point(&stack, &positions);
-            return SourceEnd {
-                error: None,
-                unfinished: Some(resume),
-                next_row: None,
-            };
+            return stopped(None, &stack, &positions);
         };
         match result {
-            Ok(step) => {
+            Ok((next, spawn)) => {
                 positions.remove(&id);
-                if let Some(next) = step.next {
+                if let Some(next) = next {
                     stack.push(next);
                 }
-                stack.extend(step.spawn.into_iter().rev());
+                stack.extend(spawn.into_iter().rev());
             }
-            Err(e) => {
-                let resume = resume_point(&stack, &positions);
-                return SourceEnd {
-                    error: Some(e),
-                    unfinished: Some(resume),
-                    next_row: None,
-                };
-            }
+            Err(e) => return stopped(Some(e), &stack, &positions),
         }
     }
 }
 
-fn resume_point(stack: &[Range], running: &HashMap<u64, ResumeAfter>) -> ResumeAfter {
-    stack
+/// A failed listing request as the run reports it: the store and prefix,
+/// and where in the prefix it was.
+pub(crate) fn listing_failed(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    after: Option<&str>,
+    e: Error,
+) -> Error {
+    let at = match after {
+        Some(a) => format!(" after key `{a}`"),
+        None => String::new(),
+    };
+    let subject = if prefix.is_empty() {
+        store.describe()
+    } else {
+        format!("{}/{}", store.describe(), prefix)
+    };
+    // An endpoint that never answered is not about this prefix: its own
+    // words (`cannot reach URL (reason)`) are the whole message.
+    let message = match e.is_unreachable() {
+        true => e.message.clone(),
+        false => format!("listing prefix `{prefix}`{at} failed: {}", e.message),
+    };
+    Error::new(e.kind, e.class.clone(), subject, message).with_source(e)
+}
+
+fn stopped<T: Resumable>(
+    error: Option<Error>,
+    stack: &[T],
+    running: &HashMap<u64, ResumeAfter>,
+) -> SourceEnd {
+    let resume = stack
         .iter()
-        .map(|r| r.after.clone())
+        .map(Resumable::after)
         .chain(running.values().cloned())
         .min()
-        .flatten()
+        .flatten();
+    SourceEnd {
+        error,
+        unfinished: Some(resume),
+        next_row: None,
+    }
 }
 
 async fn run_step(
@@ -465,27 +527,10 @@ async fn run_step(
     tx: mpsc::Sender<Found>,
 ) -> Result<Step> {
     let req = request(&range, &walk.opts);
-    let page = store.list_page(&req).await.map_err(|e| {
-        let at = match &range.after {
-            Some(a) => format!(" after key `{a}`"),
-            None => String::new(),
-        };
-        let subject = if range.prefix.is_empty() {
-            store.describe()
-        } else {
-            format!("{}/{}", store.describe(), range.prefix)
-        };
-        // An endpoint that never answered is not about this prefix: its own
-        // words (`cannot reach URL (reason)`) are the whole message.
-        let message = match e.is_unreachable() {
-            true => e.message.clone(),
-            false => format!(
-                "listing prefix `{}`{at} failed: {}",
-                range.prefix, e.message
-            ),
-        };
-        Error::new(e.kind, e.class.clone(), subject, message).with_source(e)
-    })?;
+    let page = store
+        .list_page(&req)
+        .await
+        .map_err(|e| listing_failed(store.as_ref(), &range.prefix, range.after.as_deref(), e))?;
     walk.stats.pages.fetch_add(1, Ordering::Relaxed);
     walk.stats
         .seen
@@ -532,7 +577,7 @@ async fn run_step(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
@@ -546,13 +591,13 @@ mod tests {
 
     /// A reference model of ListObjectsV2 over a sorted key set (delimiter,
     /// StartAfter, continuation, MaxKeys), to drive the planner without a server.
-    struct Model {
-        keys: BTreeSet<String>,
-        page: usize,
+    pub(crate) struct Model {
+        pub(crate) keys: BTreeSet<String>,
+        pub(crate) page: usize,
     }
 
     impl Model {
-        fn list(&self, req: &ListRequest) -> ListPage {
+        pub(crate) fn list(&self, req: &ListRequest) -> ListPage {
             let start = req
                 .continuation
                 .clone()
