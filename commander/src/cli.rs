@@ -133,6 +133,33 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Batching")]
     pub dry_run: bool,
 
+    /// Catch-up run: list the target beside the source and send only keys that are new or changed (see docs/sync.md)
+    #[arg(
+        long,
+        visible_alias = "skip-unchanged",
+        help_heading = "Sync",
+        conflicts_with_all = ["manifest_path", "csv_manifest", "repair"]
+    )]
+    pub sync: bool,
+    /// What shows a key unchanged [default: auto: size, then ETag; what the listings cannot decide goes to executors to compare]
+    #[arg(
+        long,
+        value_name = "HOW",
+        value_enum,
+        requires = "sync",
+        help_heading = "Sync"
+    )]
+    pub compare: Option<common::listing::diff::Compare>,
+    /// Also send keys whose target differs and was modified after the source (default: report them as target-newer, leave them)
+    #[arg(long, requires = "sync", help_heading = "Sync")]
+    pub overwrite_newer: bool,
+    /// Also delete target keys the source does not have (under the target prefix, admitted by the filters), conditionally, after the whole diff is done
+    #[arg(long, requires = "sync", help_heading = "Sync")]
+    pub delete: bool,
+    /// With --delete: stop before sending any delete if more than N would be deleted
+    #[arg(long, value_name = "N", requires = "delete", help_heading = "Sync")]
+    pub max_delete: Option<u64>,
+
     /// ListObjectsV2 requests in flight
     #[arg(long, value_name = "N", default_value_t = 16, help_heading = "Tuning")]
     pub list_concurrency: usize,

@@ -13,13 +13,15 @@
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use common::config::Config;
 use common::exit::Exit;
+use common::listing::diff::Tally;
+use common::listing::pair::{list_pair, DeleteSpool, PairWalk};
 use common::listing::parallel::{list_parallel, Walk};
-use common::listing::{ListStats, SourceEnd};
+use common::listing::{Found, ListStats, SourceEnd};
 use common::queue::set::{open_service, QueueSet};
 use common::queue::Ensured;
 use common::report::{JobRecord, ReportLocation};
@@ -34,7 +36,7 @@ pub mod summary;
 
 use cli::{Cli, Command, RunArgs};
 use pipeline::{Counters, Settings, Sink};
-use source::SourceKind;
+use source::{SourceKind, SyncPlan};
 use summary::{shell_quote, QueueCount, Summary};
 
 /// Run one command. `shutdown` (Ctrl-C) stops a `run` cleanly: what was
@@ -171,6 +173,7 @@ async fn run_job(
     let job = JobRun {
         counters: Arc::new(Counters::for_queues(queue_names.len())),
         stats: Arc::new(ListStats::default()),
+        tally: plan.sync.as_ref().map(|_| Arc::default()),
         id: job_id,
         plan,
         queue_names,
@@ -227,6 +230,8 @@ struct JobRun {
     stats: Arc<ListStats>,
     /// What was sent, in total and per queue.
     counters: Arc<Counters>,
+    /// `--sync`: what the diff found so far.
+    tally: Option<Arc<Mutex<Tally>>>,
 }
 
 impl JobRun {
@@ -250,6 +255,7 @@ impl JobRun {
         let progress = summary::spawn_progress(
             self.stats.clone(),
             self.counters.clone(),
+            self.tally.clone(),
             progress_stop.clone(),
         );
         let cancel = shutdown.child_token();
@@ -258,12 +264,13 @@ impl JobRun {
             self.plan.selector.clone(),
             self.stats.clone(),
         );
+        let sync = self.plan.sync.clone().zip(self.tally.clone());
         let outcome = pipeline::run(
             settings,
             sink,
             self.counters.clone(),
             cancel,
-            move |tx, cancel| source_future(kind, selector, st, tx, cancel),
+            move |tx, cancel| source_future(kind, selector, st, sync, tx, cancel),
         )
         .await;
         progress_stop.cancel();
@@ -289,6 +296,16 @@ impl JobRun {
         for (f, n) in self.plan.selector.counts.snapshot().nonzero() {
             *rec.skipped.entry(f.to_string()).or_insert(0) += n;
         }
+        if let Some(t) = self.tally_now() {
+            rec.sync.get_or_insert_with(Tally::default).merge(&t);
+        }
+    }
+
+    /// The diff's tally so far (`None`: not a `--sync` run).
+    fn tally_now(&self) -> Option<Tally> {
+        self.tally
+            .as_ref()
+            .map(|t| t.lock().expect("tally lock").clone())
     }
 
     /// The run's summary, `elapsed` seconds after it started, given how the pipeline ended.
@@ -327,6 +344,7 @@ impl JobRun {
             error,
             resume_start_after: outcome.resume.clone().map(|r| r.unwrap_or_default()),
             resume_from: outcome.resume_row.map(|r| r.to_string()),
+            sync: self.tally_now(),
         }
     }
 }
@@ -485,7 +503,8 @@ async fn source_future(
     kind: SourceKind,
     selector: Arc<common::listing::Selector>,
     stats: Arc<ListStats>,
-    tx: tokio::sync::mpsc::Sender<common::listing::Found>,
+    sync: Option<(SyncPlan, Arc<Mutex<Tally>>)>,
+    tx: tokio::sync::mpsc::Sender<Found>,
     cancel: CancellationToken,
 ) -> SourceEnd {
     match kind {
@@ -500,7 +519,10 @@ async fn source_future(
                 source,
                 stats,
             };
-            list_parallel(store, walk, tx, cancel).await
+            match sync {
+                None => list_parallel(store, walk, tx, cancel).await,
+                Some((plan, tally)) => sync_source(store, walk, plan, tally, tx, cancel).await,
+            }
         }
         SourceKind::Inventory { inventory, source } => {
             inventory.send(selector, source, stats, tx, cancel).await
@@ -514,6 +536,88 @@ async fn source_future(
                 .await
         }
     }
+}
+
+/// `--sync`: the paired walk, then (only when the whole diff is done, and
+/// within `--max-delete`) the target-only keys as deletes.
+async fn sync_source(
+    store: Arc<dyn common::store::ObjectStore>,
+    walk: Walk,
+    plan: SyncPlan,
+    tally: Arc<Mutex<Tally>>,
+    tx: tokio::sync::mpsc::Sender<Found>,
+    cancel: CancellationToken,
+) -> SourceEnd {
+    let failed = |e| SourceEnd {
+        error: Some(e),
+        unfinished: None,
+        next_row: None,
+    };
+    let spool = match plan.delete {
+        false => None,
+        true => match DeleteSpool::new() {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => return failed(e),
+        },
+    };
+    let source = walk.source.clone();
+    let pair = PairWalk {
+        walk,
+        target: plan.target,
+        map: plan.map,
+        rule: plan.rule,
+        tally: tally.clone(),
+        deletes: spool.clone(),
+    };
+    let end = list_pair(store, pair, tx.clone(), cancel).await;
+    let Some(spool) = spool else { return end };
+    if end.error.is_some() || end.unfinished.is_some() {
+        let n = spool.count().files;
+        if n > 0 {
+            tracing::warn!(
+                target_only = n,
+                "the diff did not finish: no delete was sent"
+            );
+        }
+        return end;
+    }
+    let count = spool.count();
+    if let Some(max) = plan.max_delete.filter(|m| count.files > *m) {
+        return failed(common::Error::input(
+            "--max-delete",
+            format!(
+                "{} target keys would be deleted, more than --max-delete {max}: no delete was sent (new and changed keys were)",
+                count.files
+            ),
+        ));
+    }
+    let Ok(spool) = Arc::try_unwrap(spool) else {
+        unreachable!("the walk has ended: nothing else holds the spool")
+    };
+    let items = match spool.into_items() {
+        Ok(items) => items,
+        Err(e) => return failed(e),
+    };
+    for item in items {
+        let item = match item {
+            Ok(i) => i,
+            Err(e) => return failed(e),
+        };
+        tally
+            .lock()
+            .expect("tally lock")
+            .deletes
+            .add(item.size.unwrap_or(0));
+        let found = Found {
+            source: source.clone(),
+            item,
+            row: None,
+        };
+        if tx.send(found).await.is_err() {
+            break;
+        }
+    }
+    SourceEnd::default()
 }
 
 #[cfg(test)]
@@ -550,6 +654,7 @@ mod tests {
             error: None,
             resume_start_after: None,
             resume_from: None,
+            sync: None,
         };
         assert_eq!(stop_message(&s, false), None, "a complete run says nothing");
         s.error = Some("boom".into());

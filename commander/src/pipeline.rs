@@ -303,7 +303,13 @@ async fn forward(
     let enc = Encoded {
         body: encode(&batch),
         keys: batch.keys.len() as u64,
-        bytes: batch.keys.iter().filter_map(|k| k.size).sum(),
+        // A delete's size is the target's: nothing is written.
+        bytes: batch
+            .keys
+            .iter()
+            .filter(|k| k.op != common::message::Op::Delete)
+            .filter_map(|k| k.size)
+            .sum(),
         min_key,
         min_row,
     };

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use common::clients::S3Connector;
 use common::config::Config;
 use common::listing::csv_manifest::CsvManifest;
+use common::listing::diff::Rule;
 use common::listing::filter::parse_size;
 use common::listing::inventory::Inventory;
+use common::listing::pair::PrefixMap;
 use common::listing::parallel::ListOptions;
 use common::listing::{FilterSpec, KeyFilter, KeyMap, OwnerRule, Row, Selector};
 use common::location::Location;
@@ -69,6 +71,39 @@ pub struct Plan {
     pub prefix: String,
     /// The target key prefix (`None`: target keys are the source keys).
     pub target_prefix: Option<String>,
+    /// `--sync`: the target is listed beside the source.
+    pub sync: Option<SyncPlan>,
+}
+
+/// What `--sync` needs besides the source listing.
+#[derive(Debug, Clone)]
+pub struct SyncPlan {
+    /// The target, listed with the source's ranges.
+    pub target: Arc<dyn ObjectStore>,
+    pub map: PrefixMap,
+    pub rule: Rule,
+    /// `--delete`: target-only keys are sent as deletes.
+    pub delete: bool,
+    /// `--max-delete`.
+    pub max_delete: Option<u64>,
+}
+
+/// `--sync`: open the target for listing (a listing source only).
+async fn sync_plan(cfg: &Config, args: &RunArgs, ends: &Ends) -> Result<Option<SyncPlan>> {
+    if !args.sync {
+        return Ok(None);
+    }
+    let target = open_store(&ends.target, &S3Connector::new(&cfg.aws.copy), false).await?;
+    Ok(Some(SyncPlan {
+        target,
+        map: PrefixMap::new(&ends.prefix, ends.target_prefix.as_deref()),
+        rule: Rule {
+            compare: args.compare.unwrap_or_default(),
+            overwrite_newer: args.overwrite_newer,
+        },
+        delete: args.delete,
+        max_delete: args.max_delete,
+    }))
 }
 
 /// Resolve a prefix given both in a location and by a flag: they must agree.
@@ -148,6 +183,7 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
         }
         _ => target_container.clone(),
     };
+    let sync = sync_plan(cfg, args, &ends).await?;
     let (prefix, target_prefix) = (ends.prefix.clone(), ends.target_prefix.clone());
     let selector = Selector::new(filter, KeyMap::new(ends.prefix, ends.target_prefix));
     Ok(Plan {
@@ -158,6 +194,7 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
         target_full,
         prefix,
         target_prefix,
+        sync,
     })
 }
 

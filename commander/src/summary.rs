@@ -7,6 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
+use common::listing::diff::{Count, Tally};
 use common::listing::{ListStats, SkipSummary};
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -45,6 +48,8 @@ pub struct Summary {
     pub resume_start_after: Option<String>,
     /// Inventories and CSV manifests: the `--resume-from` row (FILE:LINE) to resume with.
     pub resume_from: Option<String>,
+    /// `--sync`: what the diff found (`None` for other runs).
+    pub sync: Option<Tally>,
 }
 
 /// Messages sent to one work queue.
@@ -135,6 +140,9 @@ impl Summary {
                 .collect();
             o.push_str(&format!("skipped  {}\n", parts.join(", ")));
         }
+        if let Some(t) = &self.sync {
+            o.push_str(&sync_lines(t, self.dry_run));
+        }
         o.push_str(&format!(
             "elapsed  {:.1} s ({} keys/s)\n",
             self.elapsed_seconds,
@@ -147,11 +155,50 @@ impl Summary {
     }
 }
 
+fn files_bytes(c: &Count) -> String {
+    format!("{} ({})", thousands(c.files), human_bytes(c.bytes))
+}
+
+/// The diff's lines of the summary: what was compared and how it was classified.
+fn sync_lines(t: &Tally, dry_run: bool) -> String {
+    let changed: Vec<String> = t
+        .changed
+        .iter()
+        .map(|(why, c)| format!("{why}: {}", thousands(c.files)))
+        .collect();
+    let by = match changed.is_empty() {
+        true => String::new(),
+        false => format!(" [{}]", changed.join(", ")),
+    };
+    let deletes = match (t.deletes.files, dry_run) {
+        (0, _) if t.target_only.files > 0 => "kept (no --delete)".to_string(),
+        (0, _) => "none".to_string(),
+        (n, true) => format!("{} would be deleted", thousands(n)),
+        (n, false) => format!("{} sent as deletes", thousands(n)),
+    };
+    format!(
+        "compared {} keys (target listed {})\n\
+         \x20 new          {}\n\
+         \x20 changed      {}{by}\n\
+         \x20 unchanged    {}, not sent\n\
+         \x20 target-newer {}, not sent (--overwrite-newer sends them)\n\
+         \x20 target-only  {}: {deletes}\n",
+        thousands(t.compared),
+        thousands(t.target_listed),
+        files_bytes(&t.new),
+        files_bytes(&t.changed_total()),
+        files_bytes(&t.unchanged),
+        files_bytes(&t.target_newer),
+        files_bytes(&t.target_only),
+    )
+}
+
 /// Show progress until `stop` fires: a `\r` line on a terminal (stderr), an
 /// info log line every 10 s otherwise.
 pub fn spawn_progress(
     stats: Arc<ListStats>,
     counters: Arc<Counters>,
+    tally: Option<Arc<Mutex<Tally>>>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -173,11 +220,23 @@ pub fn spawn_progress(
             let sent = counters.keys_sent.load(Ordering::Relaxed);
             let messages = counters.messages_sent.load(Ordering::Relaxed);
             let rate = sent as f64 / start.elapsed().as_secs_f64().max(0.001);
+            let diff = tally
+                .as_ref()
+                .map(|t| t.lock().expect("tally lock").clone());
+            let diff_line = diff.as_ref().map_or(String::new(), |t| {
+                format!(
+                    " · compared {} · new {} · changed {} · unchanged {}",
+                    thousands(t.compared),
+                    thousands(t.new.files),
+                    thousands(t.changed_total().files),
+                    thousands(t.unchanged.files)
+                )
+            });
             if tty {
                 let mut err = std::io::stderr().lock();
                 let _ = write!(
                     err,
-                    "\r\x1b[2Klisted {} · sent {} keys in {} messages · {} keys/s",
+                    "\r\x1b[2Klisted {}{diff_line} · sent {} keys in {} messages · {} keys/s",
                     thousands(listed),
                     thousands(sent),
                     thousands(messages),
@@ -187,6 +246,10 @@ pub fn spawn_progress(
             } else {
                 tracing::info!(
                     listed,
+                    compared = diff.as_ref().map(|t| t.compared),
+                    new = diff.as_ref().map(|t| t.new.files),
+                    changed = diff.as_ref().map(|t| t.changed_total().files),
+                    unchanged = diff.as_ref().map(|t| t.unchanged.files),
                     sent,
                     messages,
                     keys_per_second = rate as u64,
@@ -250,6 +313,7 @@ mod tests {
             error: None,
             resume_start_after: None,
             resume_from: None,
+            sync: None,
         };
         let t = s.render_text();
         assert!(

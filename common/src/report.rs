@@ -234,7 +234,8 @@ impl ReportRow {
     }
 }
 
-fn parse_outcome(s: &str) -> Option<Outcome> {
+/// The outcome a report names (`skipped-identical`), if any.
+pub fn parse_outcome(s: &str) -> Option<Outcome> {
     [
         Outcome::Copied,
         Outcome::SkippedIdentical,
@@ -606,6 +607,9 @@ pub struct Summary {
     /// Bytes compared by check mode (verified keys): read, not written.
     pub bytes_compared: u64,
     pub by_outcome: BTreeMap<String, u64>,
+    /// The sizes of the same keys, summed by outcome (`commander status`'s
+    /// progress in bytes: unchanged, deleted, failed, ...).
+    pub bytes_by_outcome: BTreeMap<String, u64>,
     /// The proofs of the keys whose latest outcome compared source and target.
     pub proofs: ProofSums,
     /// Failure classes with counts and up to three example keys.
@@ -813,6 +817,9 @@ impl Aggregator {
             *s.by_outcome
                 .entry(outcome.as_str().to_string())
                 .or_default() += 1;
+            *s.bytes_by_outcome
+                .entry(outcome.as_str().to_string())
+                .or_default() += size;
             match outcome {
                 Outcome::Copied | Outcome::TagsUpdated => {
                     s.succeeded += 1;
@@ -1092,6 +1099,27 @@ mod tests {
         a.add(row("c", Outcome::Copied, 1));
         let s = a.snapshot();
         assert_eq!((s.bytes, s.bytes_compared, s.succeeded), (10, 10, 2));
+    }
+
+    #[test]
+    fn bytes_by_outcome_sum_the_latest_outcomes() {
+        let mut a = Aggregator::new(false);
+        a.add(row("k1", Outcome::Failed, 1));
+        a.add(ReportRow {
+            size: Some(7),
+            ..row("k1", Outcome::Copied, 2)
+        }); // redriven: the latest row's size counts
+        a.add(row("k2", Outcome::Deleted, 1));
+        a.add(row("k3", Outcome::Deleted, 1));
+        a.add(ReportRow {
+            size: None,
+            ..row("k4", Outcome::Failed, 1)
+        });
+        let b = a.snapshot().bytes_by_outcome;
+        assert_eq!(b["copied"], 7);
+        assert_eq!(b["deleted"], 20);
+        assert_eq!(b["failed"], 0, "size unknown: 0");
+        assert_eq!(b.len(), 3);
     }
 
     #[test]

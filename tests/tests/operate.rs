@@ -544,6 +544,161 @@ async fn status_numbers_match_the_queues_and_the_reports() {
     assert!(v["eta_seconds"].is_null(), "{v}");
 }
 
+/// A `--sync --delete` job: 4 copy/update keys (400 B) and 2 deletes (30 B
+/// listed on the target) sent; 50 unchanged keys (5,000 B) and 1 target-newer
+/// key (100 B) found by the diff and never sent. Reports so far: one copied,
+/// one update found identical, one delete done, one failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_shift_style_progress_of_a_sync_job() {
+    use common::listing::diff::{Count, Tally};
+    let mut l = local(1).await;
+    let reports = l.dir.path().join("reports");
+    let loc = dir_location(&reports);
+    l.set_env("REPORT_LOCATION", &reports.display().to_string());
+    let now = Utc::now();
+    let count = |files, bytes| Count { files, bytes };
+    let mut record = job_record("sync-job", 6, now - chrono::Duration::minutes(10));
+    record.bytes = 400;
+    record.sync = Some(Tally {
+        compared: 57,
+        new: count(2, 200),
+        changed: [("size".to_string(), count(2, 200))].into(),
+        unchanged: count(50, 5_000),
+        target_newer: count(1, 100),
+        target_only: count(2, 30),
+        deletes: count(2, 30),
+    });
+    loc.write_job(&record).await.unwrap();
+    let src = "s3://src-bucket";
+    let at = |s: i64| now - chrono::Duration::seconds(s);
+    let sized = |k: &str, outcome, size, t| ReportRow {
+        size: Some(size),
+        ..row("sync-job", src, k, outcome, at(t))
+    };
+    plant_report(
+        &loc,
+        "sync-job",
+        "e1",
+        &[
+            sized("new-1", Outcome::Copied, 100, 40),
+            sized("changed-1", Outcome::SkippedIdentical, 100, 30),
+            sized("gone-1", Outcome::Deleted, 20, 20),
+            sized("changed-2", Outcome::Failed, 100, 10),
+        ],
+    )
+    .await;
+
+    let v = l.json(&["status"]);
+    // The fields other tools read are unchanged: sent keys only.
+    let n = |f: &str| v[f].as_u64();
+    assert_eq!(
+        (n("enqueued"), n("done"), n("remaining")),
+        (Some(6), Some(4), Some(2)),
+        "{v}"
+    );
+    let outcomes = ["succeeded", "skipped", "failed", "deleted"].map(n);
+    assert_eq!(outcomes, [Some(1); 4], "{v}");
+    let p = &v["progress"];
+    assert_eq!(p["state"], "running", "{v}");
+    let amounts = |unit: &str| -> Vec<u64> {
+        [
+            "total",
+            "transferred",
+            "unchanged",
+            "skipped",
+            "deleted",
+            "failed",
+            "remaining",
+        ]
+        .iter()
+        .map(|f| {
+            p[unit][f]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{unit}.{f}: {p}"))
+        })
+        .collect()
+    };
+    // total = 6 sent + 50 unchanged + 1 target-newer; unchanged = 50 + the
+    // identical update; skipped = the target-newer key; remaining = the
+    // copy and the delete not reported yet.
+    assert_eq!(amounts("files"), [57, 1, 51, 1, 1, 1, 2], "{p}");
+    // total = 400 sent + 5,000 + 100 unsent + 30 to delete.
+    assert_eq!(
+        amounts("bytes"),
+        [5_530, 100, 5_100, 100, 20, 100, 110],
+        "{p}"
+    );
+    assert_eq!(p["percent_of"], "bytes");
+    let pc = p["percent_complete"].as_f64().unwrap();
+    assert!((pc - 5_320.0 * 100.0 / 5_530.0).abs() < 1e-9, "{p}");
+    // 4 rows in the 5-minute window: 2 files remain at 4/300 files/s.
+    let current = &p["throughput_current"];
+    assert_eq!(current["seconds"].as_f64(), Some(300.0), "{p}");
+    assert!((current["files_per_s"].as_f64().unwrap() - 4.0 / 300.0).abs() < 1e-9);
+    assert!((current["bytes_per_s"].as_f64().unwrap() - 100.0 / 300.0).abs() < 1e-9);
+    let time = |f: &str| {
+        DateTime::parse_from_rfc3339(v[f].as_str().unwrap_or_else(|| panic!("{f}: {v}")))
+            .unwrap_or_else(|e| panic!("{f} is not RFC 3339 ({e}): {v}"))
+    };
+    let end = DateTime::parse_from_rfc3339(p["estimated_end_time"].as_str().unwrap()).unwrap();
+    let eta = (end - time("at")).num_milliseconds();
+    assert!(
+        (eta - 150_000).abs() <= 1,
+        "estimated end {end}, {eta} ms after `at`"
+    );
+    assert!(
+        p["throughput_overall"]["files_per_s"].as_f64().unwrap() > 0.0,
+        "{p}"
+    );
+
+    let text = l.commander(&["status"]);
+    text.assert_ok("status");
+    for line in [
+        "(succeeded 1, skipped 1, source missing 0, failed 1, deleted 1; 100 B written)\n",
+        "progress    96.2% complete (of bytes), running\n",
+        "  total                   57       5.4 KiB\n",
+        "  unchanged               51       5.0 KiB\n",
+        "  deleted                  1          20 B\n",
+        "  remaining                2         110 B\n",
+        "  ends        ",
+    ] {
+        assert!(text.stdout.contains(line), "{line:?} in\n{}", text.stdout);
+    }
+
+    // While the commander is still listing: the numbers so far, no percent
+    // and no end time.
+    record.job_id = "sync-listing".into();
+    record.started_at = now;
+    record.finished_at = None;
+    loc.write_job(&record).await.unwrap();
+    let v = l.json(&["status"]);
+    let p = &v["progress"];
+    assert_eq!(v["job"]["job_id"], "sync-listing");
+    assert_eq!(
+        (p["state"].as_str(), p["files"]["total"].as_u64()),
+        (Some("listing"), Some(57)),
+        "{p}"
+    );
+    assert!(
+        p["percent_complete"].is_null() && p["estimated_end_time"].is_null(),
+        "{p}"
+    );
+    let text = l.commander(&["status"]);
+    text.assert_ok("status");
+    assert!(
+        text.stdout
+            .contains("progress    listing: totals still grow"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("  ends        unknown while listing\n"),
+        "{}",
+        text.stdout
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn status_over_sqs_with_reports_in_s3() {
     let mut sb = Sandbox::new("opst", 2);

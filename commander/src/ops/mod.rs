@@ -6,6 +6,7 @@
 //! | module      | role |
 //! |-------------|------|
 //! | [`status`]  | depths of every queue, done/failed from the reports, throughput and ETA |
+//! | [`progress`] | `status`'s Shift-style progress: files and bytes transferred, unchanged, remaining, ... |
 //! | [`report`]  | summary of a job's reports; the failed keys as a CSV manifest |
 //! | [`dlq`]     | peek at the DLQ: keys grouped by error class, messages returned; `--purge` |
 //! | [`redrive`] | move DLQ messages back onto the work queues (all, or one error class) |
@@ -27,6 +28,7 @@ use common::report::{JobRecord, ReportLocation};
 
 pub mod cleanup;
 pub mod dlq;
+pub mod progress;
 pub mod redrive;
 pub mod report;
 pub mod status;

@@ -1,8 +1,9 @@
 //! `commander status`: where a migration stands. Depths of every work queue
 //! and the DLQ; the job's enqueued totals (its job record); done, skipped and
 //! failed keys from the executors' completion reports; throughput over the
-//! last minutes and an ETA. `--watch` redraws in place; `--json` prints one
-//! object per refresh.
+//! last minutes and an ETA; the job's progress in files and bytes,
+//! Shift-style ([`super::progress`]). `--watch` redraws in place; `--json`
+//! prints one object per refresh.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -12,10 +13,11 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use common::config::Config;
 use common::queue::set::QueueSet;
-use common::report::{Aggregator, JobRecord, ProofSums, ReportLocation, Summary};
+use common::report::{Aggregator, JobRecord, Outcome, ProofSums, ReportLocation, Summary};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::progress::{Progress, State, Window};
 use super::{human_duration, parse_duration_flag, pick_job};
 use crate::summary::{human_bytes, thousands};
 
@@ -63,12 +65,15 @@ pub struct Status {
     pub job: Option<JobStatus>,
     /// Objects the job enqueued (its record); `None` without a record.
     pub enqueued: Option<u64>,
-    /// Distinct keys with an outcome (succeeded + skipped + source missing + failed).
+    /// Distinct keys with an outcome (succeeded + skipped + source missing +
+    /// failed + deleted).
     pub done: u64,
     pub succeeded: u64,
     pub skipped: u64,
     pub source_missing: u64,
     pub failed: u64,
+    /// Target-only objects deleted (`--sync --delete`).
+    pub deleted: u64,
     /// Bytes written by succeeded keys.
     pub bytes_done: u64,
     /// Bytes compared by check mode (verified keys; nothing written).
@@ -86,6 +91,9 @@ pub struct Status {
     pub eta_seconds: Option<f64>,
     /// Why some numbers are missing, and hints.
     pub notes: Vec<String>,
+    /// Files and bytes, Shift-style (see [`Progress`]); `None` without a
+    /// job record.
+    pub progress: Option<Progress>,
 }
 
 /// Throughput, remaining keys and ETA from the counts: `recent` keys finished
@@ -144,8 +152,9 @@ pub struct Watcher {
     job: Option<(String, Option<JobRecord>)>,
     aggregator: Aggregator,
     files_read: HashSet<String>,
-    /// `finished_at` of rows that may still fall in the window.
-    recent: Vec<DateTime<Utc>>,
+    /// `finished_at` of rows that may still fall in the window, with the
+    /// bytes each transferred.
+    recent: Vec<(DateTime<Utc>, u64)>,
     /// The work queues' retention, to warn before messages expire.
     retention: Option<Duration>,
 }
@@ -225,7 +234,7 @@ impl Watcher {
         }
         let Some(loc) = self.location.clone() else {
             notes.push("no report location (report.location): queue depths only".to_string());
-            return Ok(self.status(now, queues, Summary::default(), 0, notes));
+            return Ok(self.status(now, queues, Summary::default(), (0, 0), notes));
         };
         self.refresh_job(&loc).await?;
         let Some((job_id, record)) = self.job.clone() else {
@@ -233,7 +242,7 @@ impl Watcher {
                 "no job record under {}: progress appears once `commander run` has written one",
                 super::describe_location(&loc)
             ));
-            return Ok(self.status(now, queues, Summary::default(), 0, notes));
+            return Ok(self.status(now, queues, Summary::default(), (0, 0), notes));
         };
         if let (true, Some(retention), Some(r)) = (ages_unknown, self.retention, record.as_ref()) {
             let age = (now - r.started_at).to_std().unwrap_or_default();
@@ -256,14 +265,19 @@ impl Watcher {
                 continue;
             }
             for row in loc.read_rows(&key).await? {
-                self.recent.push(row.finished_at);
+                let written = matches!(row.outcome, Outcome::Copied | Outcome::TagsUpdated);
+                let bytes = if written { row.size.unwrap_or(0) } else { 0 };
+                self.recent.push((row.finished_at, bytes));
                 self.aggregator.add(row);
             }
             self.files_read.insert(key);
         }
         let since = now - self.window_for(record.as_ref(), now);
-        self.recent.retain(|t| *t > since);
-        let recent = self.recent.len() as u64;
+        self.recent.retain(|(t, _)| *t > since);
+        let recent = (
+            self.recent.len() as u64,
+            self.recent.iter().map(|(_, b)| b).sum(),
+        );
         let summary = self.aggregator.snapshot();
         Ok(self.status(now, queues, summary, recent, notes))
     }
@@ -297,7 +311,7 @@ impl Watcher {
         now: DateTime<Utc>,
         queues: Vec<QueueStatus>,
         s: Summary,
-        recent: u64,
+        (recent, recent_bytes): (u64, u64),
         notes: Vec<String>,
     ) -> Status {
         let record = self.job.as_ref().and_then(|(_, r)| r.as_ref());
@@ -305,6 +319,12 @@ impl Watcher {
         let window_seconds = window.num_milliseconds() as f64 / 1000.0;
         let enqueued = record.map(|r| r.objects);
         let (throughput, remaining, eta) = estimate(enqueued, s.total, recent, window_seconds);
+        let window = Window {
+            files: recent,
+            bytes: recent_bytes,
+            seconds: window_seconds,
+        };
+        let progress = record.map(|r| super::progress::progress(r, &s, window, now));
         Status {
             at: now,
             queues,
@@ -318,6 +338,7 @@ impl Watcher {
             skipped: s.skipped,
             source_missing: s.source_missing,
             failed: s.failed,
+            deleted: s.deleted,
             bytes_done: s.bytes,
             bytes_compared: s.bytes_compared,
             proofs: s.proofs,
@@ -326,6 +347,7 @@ impl Watcher {
             window_seconds,
             eta_seconds: eta,
             notes,
+            progress,
         }
     }
 }
@@ -380,8 +402,13 @@ pub fn render_text(s: &Status) -> String {
             }
             None => o.push_str(&format!("job         {}  (no job record)\n", job.job_id)),
         }
+        let deleted = if s.deleted > 0 {
+            format!(", deleted {}", thousands(s.deleted))
+        } else {
+            String::new()
+        };
         o.push_str(&format!(
-            "done        {}  (succeeded {}, skipped {}, source missing {}, failed {}; {})\n",
+            "done        {}  (succeeded {}, skipped {}, source missing {}, failed {}{deleted}; {})\n",
             thousands(s.done),
             thousands(s.succeeded),
             thousands(s.skipped),
@@ -403,12 +430,20 @@ pub fn render_text(s: &Status) -> String {
             s.throughput_per_s,
             human_duration(s.window_seconds)
         ));
+        let listing = s
+            .progress
+            .as_ref()
+            .is_some_and(|p| p.state == State::Listing);
         let eta = match s.eta_seconds {
+            Some(e) if listing => format!("at least {} (still listing)", human_duration(e)),
             Some(0.0) => "0 (nothing remains)".to_string(),
             Some(e) => human_duration(e),
             None => "unknown".to_string(),
         };
         o.push_str(&format!("ETA         {eta}\n"));
+        if let Some(p) = &s.progress {
+            super::progress::render_text(p, s.at, &mut o);
+        }
     }
     for n in &s.notes {
         o.push_str(&format!("note: {n}\n"));
@@ -566,6 +601,7 @@ mod tests {
             skipped: 1,
             source_missing: 0,
             failed: 1,
+            deleted: 0,
             bytes_done: 2048,
             bytes_compared: 0,
             proofs: ProofSums {
@@ -578,6 +614,7 @@ mod tests {
             window_seconds: 300.0,
             eta_seconds: None,
             notes: vec!["hello".into()],
+            progress: None,
         };
         let t = render_text(&s);
         assert!(t.contains("q-dead (DLQ)"), "{t}");

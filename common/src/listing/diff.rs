@@ -282,7 +282,8 @@ mod tests {
         let aa_new = obj(5, Some("aa"), new);
         let bb_old = obj(5, Some("bb"), old);
         let none_old = obj(5, None, old);
-        let cases: Vec<(&str, Option<&Listed>, Option<&Listed>, Rule, Class)> = vec![
+        type Case<'a> = (&'a str, Option<&'a Listed>, Option<&'a Listed>, Rule, Class);
+        let cases: Vec<Case> = vec![
             ("source only", Some(&same), None, auto, Class::New),
             ("target only", None, Some(&same), auto, Class::TargetOnly),
             (

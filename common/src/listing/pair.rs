@@ -678,8 +678,7 @@ mod tests {
             let prefix = if rewrite { "a".to_string() } else { String::new() };
             let map = PrefixMap::new(&prefix, rewrite.then_some("zz/"));
             let source: BTreeSet<String> = shared.union(&only_source).cloned().collect();
-            let target: BTreeSet<String> = shared.union(&only_target).cloned()
-                .filter(|k| k.starts_with(&prefix)).collect();
+            let target: BTreeSet<String> = shared.union(&only_target).filter(|k| k.starts_with(&prefix)).cloned().collect();
             let opts = ListOptions {
                 prefix,
                 start_after: start_after.filter(|s| !s.is_empty()),
