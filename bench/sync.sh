@@ -3,11 +3,10 @@
 # stores on both sides) and report keys/s and peak RSS, at 100,000 and
 # 1,000,000 keys, side by side with peers in one run:
 #   * ours: `commander run --sync --delete --dry-run --json` (lists both
-#     sides, merge-joins them, sends nothing), with the default comparison
-#     (a directory listing has no ETag: every same-size key is sent for the
-#     executor to compare) and with `--compare mtime` (which must find
-#     exactly the fixture's changes); each tally must equal the fixture's
-#     known counts, or the script fails (the correctness check);
+#     sides, merge-joins them, sends nothing); with directories the default
+#     comparison is size then modification time (no ETags), so its tally
+#     must equal the fixture's known counts exactly, or the script fails
+#     (the correctness check);
 #   * `rclone sync --dry-run` (size + modtime) and `rclone check --size-only`;
 #   * `find` listing both trees with size and mtime (the floor: no diff).
 # Tools are interleaved, ROUNDS runs each; the table shows the median wall
@@ -64,7 +63,6 @@ for round in $(seq 1 "$ROUNDS"); do
     F=$FIXTURES/k$n
     run ours "$n" "$BIN/commander" run --sync --delete --dry-run --json -s "$F/src" -t "$F/tgt"
     run rclone-sync "$n" rclone sync --dry-run "$F/src" "$F/tgt"
-    run ours-mtime "$n" "$BIN/commander" run --sync --delete --compare mtime --dry-run --json -s "$F/src" -t "$F/tgt"
     run rclone-check "$n" rclone check --size-only "$F/src" "$F/tgt"
     run find "$n" sh -c 'find "$1/src" "$1/tgt" -type f -printf "%P %s %T@\n" | wc -l' find "$F"
   done

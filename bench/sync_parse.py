@@ -36,10 +36,11 @@ def files(count):
     return count["files"]
 
 
-def ours(out, exp, by_mtime):
-    """(to copy, to delete, unchanged) from our --json summary, after
-    checking every class against the fixture. `by_mtime`: the run had
-    `--compare mtime`, which must find exactly the fixture's changes."""
+def ours(out, exp):
+    """(to send, to delete, unchanged) from our --json summary, after
+    checking every class against the fixture: the default comparison falls
+    back to modification times where a listing has no ETags (directories),
+    so it must find exactly the fixture's changes."""
     summary = json.load(open(out))
     tally = summary.get("sync")
     if not tally:
@@ -61,33 +62,18 @@ def ours(out, exp, by_mtime):
         "target_newer": tally["target_newer"],
         "compared": tally["compared"],
     }
-    # Same size on both sides: a directory listing has no ETag, so the
-    # listing proves nothing about content; whatever it cannot prove equal
-    # is sent for the executor to compare (changed.etag). What it does call
-    # unchanged must be only the fixture's unchanged keys, and every
-    # same-size change must be sent.
-    same_size = {k: v for k, v in changed.items() if k != "size"}
-    sent_same = sum(files(v) for v in same_size.values())
-    unchanged = files(tally["unchanged"])
-    if sent_same + unchanged != files(exp["changed_same_size"]) + files(exp["unchanged"]):
-        want["same size: sent + unchanged"] = files(exp["changed_same_size"]) + files(exp["unchanged"])
-        have["same size: sent + unchanged"] = sent_same + unchanged
-    if sent_same < files(exp["changed_same_size"]) or unchanged > files(exp["unchanged"]):
-        want["same size: sent >= changed"] = files(exp["changed_same_size"])
-        have["same size: sent >= changed"] = sent_same
-    if by_mtime:
-        want["changed.mtime"] = exp["changed_same_size"]
-        have["changed.mtime"] = changed.get("mtime", {"files": 0, "bytes": 0})
-        want["changed (attributes)"] = ["mtime", "size"]
-        have["changed (attributes)"] = sorted(changed)
-        want["unchanged"] = exp["unchanged"]
-        have["unchanged"] = tally["unchanged"]
+    want["changed.mtime"] = exp["changed_same_size"]
+    have["changed.mtime"] = changed.get("mtime", {"files": 0, "bytes": 0})
+    want["changed (attributes)"] = ["mtime", "size"]
+    have["changed (attributes)"] = sorted(changed)
+    want["unchanged"] = exp["unchanged"]
+    have["unchanged"] = tally["unchanged"]
     bad = [k for k in want if want[k] != have[k]]
     if bad:
         lines = [f"  {k}: want {want[k]}, got {have[k]}" for k in bad]
         sys.exit(f"!! ours: the diff does not match the fixture ({out}):\n" + "\n".join(lines))
     copy = files(tally["new"]) + sum(files(v) for v in changed.values())
-    return copy, files(tally["deletes"]), unchanged
+    return copy, files(tally["deletes"]), files(tally["unchanged"])
 
 
 def rclone_sync(err, exp):
@@ -114,8 +100,7 @@ def run(tool, n, out, timev, expected):
         sys.exit(f"{expected}: fixture of {exp['keys']} keys, not {n}")
     wall, cpu, rss = time_v(timev)
     parse = {
-        "ours": lambda: ours(out, exp, False),
-        "ours-mtime": lambda: ours(out, exp, True),
+        "ours": lambda: ours(out, exp),
         "rclone-sync": lambda: rclone_sync(out + ".err", exp),
         "rclone-check": lambda: rclone_check(out + ".err", exp),
         "find": lambda: (None, None, None),
@@ -134,7 +119,7 @@ def table(runs):
         r["cpu"].append(float(cpu))
         r["rss"].append(int(rss))
         r["found"].add((copy, delete, same))
-    order = ["ours", "ours-mtime", "rclone-sync", "rclone-check", "find"]
+    order = ["ours", "rclone-sync", "rclone-check", "find"]
     keys = sorted(rows, key=lambda k: (k[1], order.index(k[0])))
     head = f"{'tool':<13} {'keys/side':>9} {'runs':>4} {'wall s':>7} {'keys/s':>9} {'CPU s':>6} {'peak RSS':>9} {'to send':>7} {'to delete':>9} {'unchanged':>9}"
     print(head)
