@@ -604,7 +604,9 @@ async fn sync_source(
     }
     let count = spool.count();
     if let Some(max) = plan.max_delete.filter(|m| count.files > *m) {
-        return failed(common::Error::input(
+        return failed(common::Error::new(
+            common::ErrorKind::Permanent,
+            "MaxDeleteExceeded",
             "--max-delete",
             format!(
                 "{} target keys would be deleted, more than --max-delete {max}: no delete was sent (new and changed keys were)",
@@ -612,10 +614,11 @@ async fn sync_source(
             ),
         ));
     }
-    let Ok(spool) = Arc::try_unwrap(spool) else {
-        unreachable!("the walk has ended: nothing else holds the spool")
-    };
-    let items = match spool.into_items() {
+    // The walk has ended: nothing else holds the spool.
+    let items = match Arc::try_unwrap(spool)
+        .map_err(|_| spool_busy())
+        .and_then(DeleteSpool::into_items)
+    {
         Ok(items) => items,
         Err(e) => return failed(e),
     };
@@ -639,6 +642,15 @@ async fn sync_source(
         }
     }
     SourceEnd::default()
+}
+
+fn spool_busy() -> common::Error {
+    common::Error::new(
+        common::ErrorKind::Permanent,
+        "SpoolFailed",
+        "the delete spool",
+        "still in use after the diff ended: no delete was sent",
+    )
 }
 
 #[cfg(test)]

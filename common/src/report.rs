@@ -754,7 +754,10 @@ impl Aggregator {
         }
         match row.outcome {
             Outcome::Failed | Outcome::SourceMissing => self.kept_rows.push(row),
-            Outcome::SkippedIdentical | Outcome::SkippedFiltered
+            Outcome::SkippedIdentical
+            | Outcome::SkippedFiltered
+            | Outcome::Kept
+            | Outcome::TargetNewer
                 if self.kept_skipped < SKIPPED_KEPT =>
             {
                 self.kept_skipped += 1;

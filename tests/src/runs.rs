@@ -439,3 +439,41 @@ pub async fn depths(name: &str) -> (u64, u64) {
         get(A::ApproximateNumberOfMessagesNotVisible),
     )
 }
+
+/// Send raw bodies to a queue on `server`.
+pub async fn send_raw_on(server: Server, name: &str, bodies: &[&str]) {
+    let url = queue_url_on(server, name).await;
+    for b in bodies {
+        server
+            .sqs()
+            .send_message()
+            .queue_url(&url)
+            .message_body(*b)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("send to {name}: {e:?}"));
+    }
+}
+
+/// The latest report row of every source key of `job_id`, from reports
+/// written under the directory `reports` (`REPORT_LOCATION`).
+pub async fn report_rows(
+    reports: &Path,
+    job_id: &str,
+) -> BTreeMap<String, common::report::ReportRow> {
+    use std::sync::Arc;
+    let store = Arc::new(common::store::dir::DirStore::new(reports).expect("report dir"));
+    let loc = common::report::ReportLocation::new(store, "");
+    let mut rows: BTreeMap<String, common::report::ReportRow> = BTreeMap::new();
+    loc.for_each_row(job_id, |row| {
+        let newer = rows
+            .get(&row.source_key)
+            .is_none_or(|old| old.finished_at <= row.finished_at);
+        if newer {
+            rows.insert(row.source_key.clone(), row);
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("read reports of {job_id}: {e}"));
+    rows
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::store::etag::{compute_etag, multipart_etag};
-use common::store::{CopyWrite, Finish, ListRequest, ObjectStore, PutOptions};
+use common::store::{CopyWrite, DeleteIf, Finish, ListRequest, ObjectStore, PutOptions};
 use common::ErrorKind;
 use futures::StreamExt;
 use md5::{Digest, Md5};
@@ -662,4 +662,91 @@ pub async fn if_none_match_keeps_the_existing_object(store: Arc<dyn ObjectStore>
         .await
         .unwrap();
     assert_eq!(read(s, "inm/new", None).await, b"new");
+}
+
+/// The listing facts of `key` (as `commander run --sync --delete` sends
+/// them), or `None` when the listing does not show it.
+pub async fn listed_facts(store: &dyn ObjectStore, key: &str) -> Option<DeleteIf> {
+    let req = ListRequest {
+        prefix: key.to_string(),
+        ..ListRequest::default()
+    };
+    let page = store
+        .list_page(&req)
+        .await
+        .unwrap_or_else(|e| panic!("list {key}: {e}"));
+    page.objects
+        .into_iter()
+        .find(|o| o.key == key)
+        .map(|o| DeleteIf {
+            etag: o.etag,
+            size: o.size,
+            last_modified: o.last_modified,
+        })
+}
+
+/// `delete_if`: the listed object is deleted; one rewritten since it was
+/// listed (same size, other bytes) is kept (`Changed`, saying what differs)
+/// with its new bytes; a key deleted already, or never written, is `Gone`;
+/// a neighbouring key is never touched. Facts without an ETag (as s3s-fs
+/// lists) are compared by the store itself before an unconditional delete.
+/// Returns whether the delete of the listed object was conditional (the
+/// store's own `If-Match`), which only the caller knows to expect.
+pub async fn delete_if(store: Arc<dyn ObjectStore>) -> bool {
+    use common::store::Deletion;
+    let s = store.as_ref();
+    put(s, "del/a", b"listed").await;
+    put(s, "del/a0", b"neighbour").await;
+    put(s, "del/b", b"before").await;
+    put(s, "del/c", b"no etag listed").await;
+    let a = listed_facts(s, "del/a").await.expect("del/a listed");
+    let b = listed_facts(s, "del/b").await.expect("del/b listed");
+    let c = listed_facts(s, "del/c").await.expect("del/c listed");
+
+    let conditional = match s.delete_if("del/a", &a).await.unwrap() {
+        Deletion::Deleted { conditional } => conditional,
+        other => panic!("the listed object is deleted: {other:?}"),
+    };
+    assert!(s.head("del/a").await.unwrap().is_none(), "del/a is gone");
+    assert_eq!(read(s, "del/a0", None).await, b"neighbour");
+    assert_eq!(
+        s.delete_if("del/a", &a).await.unwrap(),
+        Deletion::Gone,
+        "deleted already"
+    );
+    assert_eq!(
+        s.delete_if("del/never", &a).await.unwrap(),
+        Deletion::Gone,
+        "never written"
+    );
+
+    // Rewritten after the listing: same size, other bytes (and a later mtime).
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    put(s, "del/b", b"AFTER!").await;
+    match s.delete_if("del/b", &b).await.unwrap() {
+        Deletion::Changed(what) => assert!(
+            what.contains("ETag") || what.contains("last modified"),
+            "{what}"
+        ),
+        other => panic!("a rewritten object is kept: {other:?}"),
+    }
+    assert_eq!(read(s, "del/b", None).await, b"AFTER!");
+
+    let no_etag = DeleteIf { etag: None, ..c };
+    assert_eq!(
+        s.delete_if("del/c", &no_etag).await.unwrap(),
+        Deletion::Deleted { conditional: false },
+        "without a listed ETag the store compares, then deletes"
+    );
+    assert!(s.head("del/c").await.unwrap().is_none());
+    let (keys, _, _) = list_all(
+        s,
+        ListRequest {
+            prefix: "del/".into(),
+            ..ListRequest::default()
+        },
+    )
+    .await;
+    assert_eq!(keys, ["del/a0", "del/b"]);
+    conditional
 }

@@ -561,6 +561,7 @@ async fn status_shows_shift_style_progress_of_a_sync_job() {
     record.bytes = 400;
     record.sync = Some(Tally {
         compared: 57,
+        target_listed: 50,
         new: count(2, 200),
         changed: [("size".to_string(), count(2, 200))].into(),
         unchanged: count(50, 5_000),

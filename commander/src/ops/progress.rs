@@ -369,6 +369,7 @@ mod tests {
     fn tally() -> Tally {
         Tally {
             compared: 1_030,
+            target_listed: 0,
             new: count(10, 1_000),
             changed: [("size".to_string(), count(10, 1_000))].into(),
             unchanged: count(1_000, 1_000_000),

@@ -129,7 +129,7 @@ pub struct JobReport {
     pub without_outcome: Option<u64>,
     /// Keys whose latest outcome is source-missing.
     pub source_missing_keys: KeyList,
-    /// Keys whose latest outcome is skipped (identical or filtered).
+    /// Keys whose latest outcome is skipped (identical, filtered, kept or target-newer).
     pub skipped_keys: KeyList,
     /// The failures manifest written, if any.
     pub failures_manifest: Option<ManifestWritten>,
@@ -234,6 +234,9 @@ pub fn render_text(r: &JobReport) -> String {
     ));
     o.push_str(&format!("skipped         {}\n", thousands(s.skipped)));
     r.skipped_keys.render(&mut o);
+    if s.deleted > 0 {
+        o.push_str(&format!("deleted         {}\n", thousands(s.deleted)));
+    }
     o.push_str(&format!(
         "source missing  {}\n",
         thousands(s.source_missing)
@@ -409,6 +412,59 @@ mod tests {
         assert!(t.contains("(no job record)"), "{t}");
         assert!(t.contains("      gone/a\n      ... and 2 more\n"), "{t}");
         assert!(t.contains("(0 B written)"), "{t}");
+    }
+
+    /// `--sync` outcomes: a deleted key is its own count (no bytes, no
+    /// proof); kept and target-newer keys are skipped and named.
+    #[test]
+    fn sync_outcomes_are_summed_and_named() {
+        use chrono::DateTime;
+        use common::report::Outcome;
+        let row = |key: &str, outcome: Outcome| ReportRow {
+            job_id: "j".into(),
+            executor_id: "e".into(),
+            source: "s3://src".into(),
+            source_key: key.into(),
+            target: "s3://dst".into(),
+            target_key: key.into(),
+            size: Some(100),
+            outcome,
+            error_class: None,
+            error_message: None,
+            attempts: 1,
+            duration_ms: 1,
+            finished_at: DateTime::from_timestamp(1, 0).unwrap(),
+            proof: None,
+        };
+        let mut agg = Aggregator::new(true);
+        for r in [
+            row("gone", Outcome::Deleted),
+            row("rewritten", Outcome::Kept),
+            row("newer", Outcome::TargetNewer),
+        ] {
+            agg.add(r);
+        }
+        let (summary, kept) = agg.finish_keys();
+        assert_eq!(
+            (summary.deleted, summary.skipped, summary.succeeded),
+            (1, 2, 0)
+        );
+        assert_eq!((summary.bytes, summary.proofs.total()), (0, 0));
+        let skipped = KeyList::of(&kept.skipped, summary.skipped, 10, true);
+        let r = JobReport {
+            job_id: "j".into(),
+            job: None,
+            files: 1,
+            summary,
+            without_outcome: None,
+            source_missing_keys: KeyList::default(),
+            skipped_keys: skipped,
+            failures_manifest: None,
+        };
+        let t = render_text(&r);
+        assert!(t.contains("deleted         1\n"), "{t}");
+        assert!(t.contains("rewritten (kept)"), "{t}");
+        assert!(t.contains("newer (target-newer)"), "{t}");
     }
 
     #[test]

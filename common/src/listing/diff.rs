@@ -95,8 +95,9 @@ impl Tally {
 /// nothing is called unchanged on a guess.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Compare {
-    /// Size, then ETag: equal ETags are unchanged; different or missing
-    /// ETags (SSE-KMS, other part sizes, directories) go to executors to compare.
+    /// Size, then ETag: equal ETags are unchanged; different ETags
+    /// (SSE-KMS, other part sizes) go to executors to compare. Where a
+    /// listing has no ETags (directories), size and time as `mtime`.
     #[default]
     Auto,
     /// Size only: equal sizes are unchanged (fast, blind to same-size edits).
@@ -173,24 +174,38 @@ pub fn classify(source: Option<&Listed>, target: Option<&Listed>, rule: Rule) ->
     if s.size != t.size {
         return changed("size");
     }
-    let etags_equal = match (s.etag.as_deref(), t.etag.as_deref()) {
-        (Some(a), Some(b)) => etag_bare(a).eq_ignore_ascii_case(etag_bare(b)),
+    let source_newer = match (s.last_modified, t.last_modified) {
+        (Some(a), Some(b)) => a > b,
         _ => false,
     };
+    let etags = match (s.etag.as_deref(), t.etag.as_deref()) {
+        (Some(a), Some(b)) => Some(etag_bare(a).eq_ignore_ascii_case(etag_bare(b))),
+        _ => None,
+    };
+    let etags_equal = etags == Some(true);
     let compare = |why| Class::Compare {
         why,
         keep_newer_target: target_newer && !rule.overwrite_newer,
     };
     match rule.compare {
         Compare::Size => Class::Unchanged,
-        Compare::Mtime => match (s.last_modified, t.last_modified) {
-            (Some(a), Some(b)) if a > b => Class::Changed("mtime"),
-            _ => Class::Unchanged,
-        },
+        Compare::Mtime => by_time(source_newer),
+        // Without ETags on a side (directories, some S3-compatible stores),
+        // `auto` falls back to `mtime`: a directory target keeps its
+        // source's mtime, an S3 target is written after its source.
+        Compare::Auto if etags.is_none() => by_time(source_newer),
         Compare::Auto | Compare::Etag if etags_equal => Class::Unchanged,
         Compare::Auto => compare("etag"),
         Compare::Etag => changed("etag"),
         Compare::Checksum => compare("checksum"),
+    }
+}
+
+/// `mtime`: unchanged unless the source was modified after the target.
+fn by_time(source_newer: bool) -> Class {
+    match source_newer {
+        true => Class::Changed("mtime"),
+        false => Class::Unchanged,
     }
 }
 
@@ -328,14 +343,18 @@ mod tests {
                 },
             ),
             (
-                "no etag on one side",
+                "no etag on one side, source modified after the target",
                 Some(&aa_new),
                 Some(&none_old),
                 auto,
-                Class::Compare {
-                    why: "etag",
-                    keep_newer_target: false,
-                },
+                Class::Changed("mtime"),
+            ),
+            (
+                "no etag on one side, target written after",
+                Some(&same),
+                Some(&no_etag),
+                auto,
+                Class::Unchanged,
             ),
             (
                 "size mode ignores content",

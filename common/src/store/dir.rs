@@ -21,8 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::etag::{etag_eq, md5_etag, multipart_etag};
 use super::{
-    length_mismatch, ByteStream, Capabilities, CompletedPart, Finish, ListPage, ListRequest,
-    Listed, ObjectAttrs, ObjectInfo, ObjectStore, PutOptions, WriteChecksum, Written,
+    length_mismatch, ByteStream, Capabilities, CompletedPart, DeleteIf, Deletion, Finish, ListPage,
+    ListRequest, Listed, ObjectAttrs, ObjectInfo, ObjectStore, PutOptions, WriteChecksum, Written,
 };
 use crate::checksum::Checksum;
 use crate::error::{Error, ErrorKind, Result};
@@ -1088,6 +1088,43 @@ impl ObjectStore for DirStore {
             };
             remove_upload_files(&parent, &part_prefix(file_name(&rel), &id));
             Ok(())
+        })
+        .await
+    }
+
+    /// Remove the file if its size and modification time (to the
+    /// nanosecond) are still the listed ones. A filesystem has no
+    /// conditional unlink: the check is made just before the removal, so a
+    /// write renamed into place between the two is lost (`conditional:
+    /// false`; the window is one `lstat` long). Directories left empty stay
+    /// (the store never removes directories; listings do not show them).
+    async fn delete_if(&self, key: &str, cond: &DeleteIf) -> Result<Deletion> {
+        let rel = match self.map(key) {
+            Ok(rel) => rel,
+            Err(e) if e.class == "UnmappableKey" => return Ok(Deletion::Gone),
+            Err(e) => return Err(e),
+        };
+        let root = self.root.clone();
+        let subject = self.subject(key);
+        let cond = cond.clone();
+        blocking(subject.clone(), move || {
+            let Some(meta) = lookup(&root, &rel, &subject)?.filter(|m| m.is_file()) else {
+                return Ok(Deletion::Gone);
+            };
+            let mtime = meta.modified().ok().map(to_chrono);
+            if let Some(what) = cond.differences(meta.len(), None, mtime, false) {
+                return Ok(Deletion::Changed(what));
+            }
+            match fs::remove_file(root.join(&rel)) {
+                Ok(()) => {
+                    if let Some(parent) = root.join(&rel).parent() {
+                        sync_dir(parent);
+                    }
+                    Ok(Deletion::Deleted { conditional: false })
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Deletion::Gone),
+                Err(e) => Err(io_error(e, &subject, "cannot remove the file")),
+            }
         })
         .await
     }

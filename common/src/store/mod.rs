@@ -204,6 +204,73 @@ pub struct CopyWrite<'a> {
     pub if_none_match: bool,
 }
 
+/// The facts a listing gave about an object that is to be deleted
+/// ([`ObjectStore::delete_if`]): the delete happens only while the object is
+/// still that one, so an object written after the listing survives.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteIf {
+    /// The listed ETag (S3: sent as `If-Match`); `None` when the listing had none.
+    pub etag: Option<String>,
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// What a conditional delete did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    /// The object was removed. `conditional`: the store itself refused to
+    /// remove another object (`If-Match`); `false`: the object was compared
+    /// just before an unconditional delete (a write landing in between is lost).
+    Deleted { conditional: bool },
+    /// Not removed: the object is no longer the listed one (what differs).
+    Changed(String),
+    /// Not removed: nothing is there.
+    Gone,
+}
+
+impl DeleteIf {
+    /// What differs between the listed facts and the object as it is now
+    /// (`None`: nothing that was listed). `whole_seconds`: compare times to
+    /// the second (S3's HEAD says `Last-Modified` in seconds, its listing in
+    /// milliseconds).
+    pub fn differences(
+        &self,
+        size: u64,
+        etag: Option<&str>,
+        last_modified: Option<DateTime<Utc>>,
+        whole_seconds: bool,
+    ) -> Option<String> {
+        let mut out = Vec::new();
+        if size != self.size {
+            out.push(format!("size {} is now {size}", self.size));
+        }
+        if let (Some(listed), Some(now)) = (self.etag.as_deref(), etag) {
+            if !etag::etag_eq(listed, now) {
+                out.push(format!(
+                    "ETag {} is now {}",
+                    listed.trim_matches('"'),
+                    now.trim_matches('"')
+                ));
+            }
+        }
+        if let (Some(listed), Some(now)) = (self.last_modified, last_modified) {
+            let same = if whole_seconds {
+                listed.timestamp() == now.timestamp()
+            } else {
+                listed == now
+            };
+            if !same {
+                out.push(format!(
+                    "last modified {} is now {}",
+                    listed.to_rfc3339(),
+                    now.to_rfc3339()
+                ));
+            }
+        }
+        (!out.is_empty()).then(|| out.join(", "))
+    }
+}
+
 /// A multipart upload in progress (for `commander cleanup`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {
@@ -409,10 +476,44 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         Err(unsupported(self.describe(), "copy parts server-side"))
     }
 
+    /// Delete `key` only if it is still the object `cond` describes (see
+    /// [`Deletion`]). Never touches any other key. Stores that cannot delete
+    /// refuse (class `Unsupported`).
+    async fn delete_if(&self, key: &str, cond: &DeleteIf) -> Result<Deletion> {
+        let _ = (key, cond);
+        Err(unsupported(self.describe(), "delete objects"))
+    }
+
     /// Multipart uploads in progress under `prefix`. Stores without
     /// [`Capabilities::lists_uploads`] refuse (class `Unsupported`).
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<Upload>> {
         let _ = prefix;
         Err(unsupported(self.describe(), "list multipart uploads"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_conditions_name_what_differs() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let listed = DeleteIf {
+            etag: Some("\"abc\"".into()),
+            size: 5,
+            last_modified: Some(at("2026-01-01T00:00:00.250Z")),
+        };
+        // HEAD says seconds, the listing milliseconds: equal to the second.
+        let head = Some(at("2026-01-01T00:00:00Z"));
+        assert_eq!(listed.differences(5, Some("ABC"), head, true), None);
+        assert!(listed
+            .differences(5, Some("abc"), head, false)
+            .unwrap()
+            .starts_with("last modified"));
+        let what = listed.differences(6, Some("\"def\""), None, true).unwrap();
+        assert_eq!(what, "size 5 is now 6, ETag abc is now def");
+        // No ETag on one side: size and time decide.
+        assert_eq!(listed.differences(5, None, head, true), None);
     }
 }

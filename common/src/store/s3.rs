@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::task::{ready, Context, Poll};
 
@@ -33,9 +34,9 @@ use http_body::{Frame, SizeHint};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::{
-    length_mismatch, ByteStream, Capabilities, CompletedPart, CopySource, CopyWrite, Finish,
-    ListPage, ListRequest, Listed, ObjectAttrs, ObjectInfo, ObjectStore, PutOptions, Upload,
-    WriteChecksum, Written, TARGET_EXISTS,
+    length_mismatch, ByteStream, Capabilities, CompletedPart, CopySource, CopyWrite, DeleteIf,
+    Deletion, Finish, ListPage, ListRequest, Listed, ObjectAttrs, ObjectInfo, ObjectStore,
+    PutOptions, Upload, WriteChecksum, Written, TARGET_EXISTS,
 };
 use crate::checksum::{Algorithm, Checksum, ChecksumType};
 use crate::error::{Error, ErrorKind, Result};
@@ -66,6 +67,9 @@ pub struct S3Store {
     home: Arc<home::BucketHome>,
     bucket: String,
     version: Option<String>,
+    /// The endpoint answered a DeleteObject with `If-Match` 501 (LocalStack):
+    /// later deletes compare by HEAD without asking again.
+    no_conditional_delete: Arc<AtomicBool>,
 }
 
 /// The `x-amz-copy-source` header value: `bucket/urlencoded-key[?versionId=..]`.
@@ -196,6 +200,19 @@ fn on_conditional_write(err: Error, if_none_match: bool) -> Error {
     }
 }
 
+/// A conditional delete refused by a policy: AWS needs `s3:GetObject` too
+/// for a DeleteObject with `If-Match`, which a delete-only role lacks.
+fn on_conditional_delete(err: Error) -> Error {
+    if err.kind != ErrorKind::AccessDenied {
+        return err;
+    }
+    let message = format!(
+        "{} (a delete with If-Match also needs s3:GetObject on the object, besides s3:DeleteObject)",
+        err.message
+    );
+    Error { message, ..err }
+}
+
 impl S3Store {
     /// A store for `bucket` using `client` (endpoint, credentials and retries are the client's).
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
@@ -204,6 +221,7 @@ impl S3Store {
             home: Arc::new(home::BucketHome::new(client, &bucket)),
             bucket,
             version: None,
+            no_conditional_delete: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -215,6 +233,52 @@ impl S3Store {
 
     fn subject(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, key)
+    }
+
+    /// One DeleteObject, with `If-Match` when given.
+    async fn delete_request(&self, key: &str, if_match: Option<String>) -> Result<()> {
+        self.client()
+            .await?
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_if_match(if_match)
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, self.subject(key)))?;
+        Ok(())
+    }
+
+    /// What a refused conditional delete means: a missing key is `Gone` (in
+    /// a bucket shown to exist), a 412 is a changed object (a HEAD says
+    /// what changed), a 501 is an endpoint without `If-Match` on deletes
+    /// (`Ok(None)`: fall back), a refusal names the permission it needs.
+    async fn refused_delete(
+        &self,
+        key: &str,
+        cond: &DeleteIf,
+        err: Error,
+    ) -> Result<Option<Deletion>> {
+        if err.is_gone() {
+            self.home.confirm_exists().await?;
+            return Ok(Some(Deletion::Gone));
+        }
+        if err.kind == ErrorKind::PreconditionFailed {
+            let Some(now) = self.head(key).await? else {
+                return Ok(Some(Deletion::Gone));
+            };
+            let what = cond
+                .differences(now.size, now.etag.as_deref(), now.last_modified, true)
+                .unwrap_or_else(|| "the store refused If-Match with the listed ETag".to_string());
+            return Ok(Some(Deletion::Changed(what)));
+        }
+        if err.class == "NotImplemented" || err.class == "Http501" {
+            tracing::info!(store = %self.describe(), error = %err,
+                "the endpoint has no conditional delete (If-Match): each delete is checked by HEAD just before");
+            self.no_conditional_delete.store(true, Ordering::Relaxed);
+            return Ok(None);
+        }
+        Err(on_conditional_delete(err))
     }
 
     /// A PutObject with `opts`' headers, metadata, tags, storage class and ACL; no body yet.
@@ -801,6 +865,47 @@ impl ObjectStore for S3Store {
         })
     }
 
+    /// DeleteObject with `If-Match: <listed ETag>` (S3 answers 412 when the
+    /// object changed, 404 when it is gone). Without a listed ETag, or on an
+    /// endpoint that does not implement the condition (501), the object is
+    /// compared by HEAD (size, ETag, last modified to the second) and deleted
+    /// unconditionally if it matches: `conditional: false`, because a write
+    /// landing between the HEAD and the delete is lost.
+    async fn delete_if(&self, key: &str, cond: &DeleteIf) -> Result<Deletion> {
+        if self.version.is_some() {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                "VersionView",
+                self.subject(key),
+                "a view of one version is read-only",
+            ));
+        }
+        let listed = cond
+            .etag
+            .as_deref()
+            .filter(|_| !self.no_conditional_delete.load(Ordering::Relaxed));
+        if let Some(etag) = listed {
+            let if_match = format!("\"{}\"", etag.trim_matches('"'));
+            match self.delete_request(key, Some(if_match)).await {
+                Ok(()) => return Ok(Deletion::Deleted { conditional: true }),
+                Err(e) => {
+                    if let Some(done) = self.refused_delete(key, cond, e).await? {
+                        return Ok(done);
+                    }
+                }
+            }
+        }
+        let Some(now) = self.head(key).await? else {
+            return Ok(Deletion::Gone);
+        };
+        if let Some(what) = cond.differences(now.size, now.etag.as_deref(), now.last_modified, true)
+        {
+            return Ok(Deletion::Changed(what));
+        }
+        self.delete_request(key, None).await?;
+        Ok(Deletion::Deleted { conditional: false })
+    }
+
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<Upload>> {
         let mut out = Vec::new();
         let mut key_marker: Option<String> = None;
@@ -1269,6 +1374,21 @@ mod tests {
             on_conditional_write(taken(), false).class,
             "PreconditionFailed"
         );
+    }
+
+    #[test]
+    fn a_refused_conditional_delete_names_the_permission() {
+        let denied = Error::new(
+            ErrorKind::AccessDenied,
+            "AccessDenied",
+            "s3://b/k",
+            "denied",
+        );
+        let e = on_conditional_delete(denied);
+        assert_eq!(e.class, "AccessDenied");
+        assert!(e.message.contains("s3:GetObject"), "{}", e.message);
+        let other = Error::new(ErrorKind::Permanent, "InvalidRequest", "s3://b/k", "no");
+        assert_eq!(on_conditional_delete(other).message, "no");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::checksum::{Algorithm, Checksum};
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::KeyItem;
+use crate::message::{KeyItem, Op};
 use crate::report::{Outcome, Proof};
 use crate::retry::{self, Policy};
 use crate::store::etag::{compute_etag, compute_multipart_etag};
@@ -40,6 +40,7 @@ mod carry;
 mod copy;
 mod downup;
 pub mod plan;
+mod sync;
 
 pub use buffers::{BufferPool, Reserved};
 
@@ -225,6 +226,18 @@ fn should_retry(e: &Error, item: &KeyItem) -> bool {
 /// ETag precondition is `SourceChanged`. A row naming a version reads that
 /// version everywhere (HEAD, part layout, GET, tags, copy source).
 async fn once(ends: &Ends, item: &KeyItem, opts: &TransferOptions) -> Result<Done> {
+    let as_copy;
+    let item = if item.op == Op::Delete {
+        match sync::delete(ends, item, opts).await? {
+            sync::Deleting::Done(done) => return Ok(done),
+            sync::Deleting::CheckAsCopy(copy) => {
+                as_copy = *copy;
+                &as_copy
+            }
+        }
+    } else {
+        item
+    };
     let src = match item.version_id.as_deref() {
         Some(v) => ends.source.at_version(v)?,
         None => ends.source.clone(),
@@ -305,6 +318,11 @@ impl Job<'_> {
 
     fn dst_subject(&self) -> String {
         format!("{}/{}", self.dst().describe(), self.tkey())
+    }
+
+    /// Compare before writing: `--verify`, or an [`Op::Update`] item.
+    fn compares_first(&self) -> bool {
+        self.opts.verify || self.item.op == Op::Update
     }
 
     fn window_set(&self) -> bool {
@@ -441,7 +459,7 @@ async fn transfer(job: &Job<'_>) -> Result<Done> {
     };
     let pin = job.pin(&info)?;
     let layout = part_layout(job.src(), job.key(), &info, job.opts.part_concurrency).await?;
-    if job.opts.verify {
+    if job.compares_first() {
         let checked = compare_ends(job, &info, layout.as_deref(), pin.as_deref()).await?;
         match checked.verdict {
             Verdict::Identical => {
@@ -449,6 +467,11 @@ async fn transfer(job: &Job<'_>) -> Result<Done> {
                     proof: checked.proof,
                     ..Done::new(Outcome::SkippedIdentical, 0)
                 })
+            }
+            Verdict::TagsDiffer | Verdict::Differs(_) | Verdict::Unknown(_)
+                if job.item.op == Op::Update && job.item.keep_newer_target =>
+            {
+                return Ok(sync::target_newer(&checked.verdict));
             }
             Verdict::TagsDiffer if job.opts.no_overwrite => return Ok(target_exists()),
             Verdict::TagsDiffer => {
@@ -624,7 +647,7 @@ async fn fast_copy(job: &Job<'_>) -> Result<Option<Done>> {
         || matches!(job.opts.checksum, None | Some(Algorithm::Crc64Nvme));
     let (Some(src_bucket), false, true, false) = (
         job.server_side(),
-        job.opts.verify,
+        job.compares_first(),
         default_checksum,
         job.opts.no_overwrite,
     ) else {

@@ -191,6 +191,11 @@ fn log_done(batch: &Batch, item: &KeyItem, mode: &str, done: &Done) {
             tracing::warn!(key = %item.key, source = %batch.source, mode,
             outcome = %done.outcome, "source object no longer exists")
         }
+        // What `--sync` did to (or left on) the target: always said.
+        Outcome::Deleted | Outcome::Kept | Outcome::TargetNewer => {
+            tracing::info!(key = %item.key, target = %batch.target, target_key = %item.target_key(),
+                mode, outcome = %done.outcome, note = done.note.as_deref().unwrap_or(""), "key done")
+        }
         _ => match &done.note {
             Some(note) => {
                 tracing::info!(key = %item.key, mode, outcome = %done.outcome, proof, note = %note, "key done")
