@@ -407,6 +407,7 @@ fn join_and_judge(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let mut tally = Tally::default();
+    let mut joined = 0u64;
     let flush = |t: &mut Tally| {
         pair.tally
             .lock()
@@ -425,7 +426,8 @@ fn join_and_judge(
             target: t.map(Rec::into_listed),
         };
         let found = judge(pair, j, &mut tally)?;
-        if tally.compared % 4096 == 0 {
+        joined += 1;
+        if joined % 4096 == 0 {
             flush(&mut tally);
         }
         let Some(mut found) = found else {
@@ -635,6 +637,116 @@ mod tests {
         assert_eq!(got, [rec("a", 0, None), rec("k", 4, Some(2))]);
         let (mem, runs) = sort_all(&input, 100);
         assert_eq!((mem, runs), (got, 0), "in memory the same");
+    }
+
+    /// A local inventory of `rows` (`key,size`), one data file per slice.
+    fn inventory(dir: &std::path::Path, files: &[&[(&str, u64)]]) -> Inventory {
+        use md5::{Digest, Md5};
+        let mut entries = Vec::new();
+        for (i, rows) in files.iter().enumerate() {
+            let text: String = rows
+                .iter()
+                .map(|(k, size)| format!("\"t\",\"{k}\",\"{size}\",\"2020-01-01T00:00:00Z\"\n"))
+                .collect();
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(text.as_bytes()).unwrap();
+            let data = e.finish().unwrap();
+            let name = format!("{i}.csv.gz");
+            std::fs::write(dir.join(&name), &data).unwrap();
+            entries.push(serde_json::json!({
+                "key": name, "size": data.len(), "MD5checksum": hex::encode(Md5::digest(&data)),
+            }));
+        }
+        let m = serde_json::json!({
+            "sourceBucket": "t", "fileFormat": "CSV",
+            "fileSchema": "Bucket, Key, Size, LastModifiedDate", "files": entries,
+        });
+        std::fs::write(dir.join("manifest.json"), m.to_string()).unwrap();
+        Inventory::open_local(&dir.join("manifest.json")).unwrap()
+    }
+
+    /// A directory source against a target inventory, with chunks of two
+    /// records so both sides spill: what is sent, spooled and counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_listing_diffs_against_an_unsorted_inventory_through_spills() {
+        use crate::listing::diff::{Compare, Count, Rule};
+        use crate::listing::pair::{DeleteSpool, PrefixMap};
+        use crate::listing::parallel::ListOptions;
+        use crate::store::dir::DirStore;
+        let src = tempfile::tempdir().unwrap();
+        for (k, body) in [
+            ("a", "1"),
+            ("b", "22"),
+            ("c", "333"),
+            ("d/e", "4"),
+            ("f", "55"),
+        ] {
+            let p = src.path().join(k);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        }
+        let inv_dir = tempfile::tempdir().unwrap();
+        let target = inventory(
+            inv_dir.path(),
+            &[
+                &[("t/z", 9), ("t/c", 3), ("x/out", 1)],
+                &[("t/b", 5), ("t/a", 1), ("t/z", 9)],
+            ],
+        );
+        let store: Arc<dyn ObjectStore> = Arc::new(DirStore::new(src.path()).unwrap());
+        let filter = KeyFilter::new(FilterSpec::default()).unwrap();
+        let spool = Arc::new(DeleteSpool::new().unwrap());
+        let pair = PairWalk {
+            walk: Walk {
+                opts: ListOptions::default(),
+                selector: Arc::new(Selector::new(filter, KeyMap::new("", Some("t/".into())))),
+                source: Arc::from("file:///src"),
+                stats: Arc::default(),
+            },
+            target: store.clone(),
+            map: PrefixMap::new("", Some("t/")),
+            rule: Rule {
+                compare: Compare::Size,
+                overwrite_newer: false,
+            },
+            tally: Arc::default(),
+            deletes: Some(spool.clone()),
+        };
+        let (tx, mut rx) = mpsc::channel(100);
+        let tally = pair.tally.clone();
+        let end = diff_sorted_with(
+            SourceSide::List(store),
+            pair,
+            Box::new(target),
+            tx,
+            CancellationToken::new(),
+            2,
+        )
+        .await;
+        assert!(end.error.is_none() && end.unfinished.is_none(), "{end:?}");
+        let mut sent = Vec::new();
+        while let Some(f) = rx.recv().await {
+            sent.push((f.item.key, f.item.target_key.unwrap_or_default()));
+        }
+        let want = [("b", "t/b"), ("d/e", "t/d/e"), ("f", "t/f")];
+        assert_eq!(
+            sent,
+            want.map(|(k, t)| (k.to_string(), t.to_string())),
+            "in key order"
+        );
+        let t = tally.lock().unwrap().clone();
+        assert_eq!((t.compared, t.target_listed), (6, 5), "{t:?}");
+        assert_eq!(t.unchanged, Count { files: 2, bytes: 4 });
+        assert_eq!(t.new, Count { files: 2, bytes: 3 });
+        assert_eq!(t.changed["size"], Count { files: 1, bytes: 2 });
+        assert_eq!(t.target_only, Count { files: 1, bytes: 9 });
+        let spool = Arc::try_unwrap(spool).unwrap();
+        let deletes: Vec<_> = spool.into_items().unwrap().map(|i| i.unwrap()).collect();
+        assert_eq!(deletes.len(), 1);
+        assert_eq!(
+            (deletes[0].key.as_str(), deletes[0].target_key.as_deref()),
+            ("z", Some("t/z"))
+        );
     }
 
     #[test]
