@@ -427,7 +427,7 @@ fn join_and_judge(
         };
         let found = judge(pair, j, &mut tally)?;
         joined += 1;
-        if joined % 4096 == 0 {
+        if joined.is_multiple_of(4096) {
             flush(&mut tally);
         }
         let Some(mut found) = found else {
