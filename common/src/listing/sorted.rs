@@ -556,18 +556,15 @@ mod tests {
         (s.finish().unwrap().map(|r| r.unwrap()).collect(), runs)
     }
 
-    /// The reference: for each key, the newest record, ties to the last read.
+    /// The reference: for each key, the record with the greatest
+    /// (last-modified, position read).
     fn model(recs: &[Rec]) -> Vec<Rec> {
-        let mut m: BTreeMap<String, Rec> = BTreeMap::new();
-        for r in recs {
-            let e = m.remove(&r.key);
-            let keep = match e {
-                Some(old) => newer(old, r.clone()),
-                None => r.clone(),
-            };
-            m.insert(r.key.clone(), keep);
+        let mut m: BTreeMap<String, (Option<DateTime<Utc>>, usize)> = BTreeMap::new();
+        for (i, r) in recs.iter().enumerate() {
+            let best = m.entry(r.key.clone()).or_insert((r.last_modified, i));
+            *best = (*best).max((r.last_modified, i));
         }
-        m.into_values().collect()
+        m.into_values().map(|(_, i)| recs[i].clone()).collect()
     }
 
     fn recs() -> impl Strategy<Value = Vec<Rec>> {
@@ -627,9 +624,9 @@ mod tests {
         let input = [
             rec("k", 1, Some(2)),
             rec("a", 0, None),
+            rec("k", 4, Some(2)),
             rec("k", 2, Some(1)),
             rec("k", 3, None),
-            rec("k", 4, Some(2)),
         ];
         // One record per run: every duplicate meets in the merge.
         let (got, runs) = sort_all(&input, 1);
