@@ -138,9 +138,12 @@ pub struct RunArgs {
         long,
         visible_alias = "skip-unchanged",
         help_heading = "Sync",
-        conflicts_with_all = ["manifest_path", "csv_manifest", "repair"]
+        conflicts_with_all = ["csv_manifest", "repair", "resume_from"]
     )]
     pub sync: bool,
+    /// With --sync: read the target's S3 Inventory instead of listing the target (same forms as -m; needed with -m)
+    #[arg(long, value_name = "PATH", requires = "sync", help_heading = "Sync")]
+    pub target_manifest_path: Option<String>,
     /// What shows a key unchanged [default: auto: size, then ETag; what the listings cannot decide goes to executors to compare]
     #[arg(
         long,

@@ -21,6 +21,7 @@ use common::exit::Exit;
 use common::listing::diff::Tally;
 use common::listing::pair::{list_pair, DeleteSpool, PairWalk};
 use common::listing::parallel::{list_parallel, Walk};
+use common::listing::sorted::{diff_sorted, SourceSide};
 use common::listing::{Found, ListStats, SourceEnd};
 use common::queue::set::{open_service, QueueSet};
 use common::queue::Ensured;
@@ -521,12 +522,24 @@ async fn source_future(
             };
             match sync {
                 None => list_parallel(store, walk, tx, cancel).await,
-                Some((plan, tally)) => sync_source(store, walk, plan, tally, tx, cancel).await,
+                Some((plan, tally)) => {
+                    sync_source(SourceSide::List(store), walk, plan, tally, tx, cancel).await
+                }
             }
         }
-        SourceKind::Inventory { inventory, source } => {
-            inventory.send(selector, source, stats, tx, cancel).await
-        }
+        SourceKind::Inventory { inventory, source } => match sync {
+            None => inventory.send(selector, source, stats, tx, cancel).await,
+            Some((plan, tally)) => {
+                let walk = Walk {
+                    opts: Default::default(),
+                    selector,
+                    source,
+                    stats,
+                };
+                let side = SourceSide::Inventory(inventory);
+                sync_source(side, walk, plan, tally, tx, cancel).await
+            }
+        },
         SourceKind::Csv {
             manifest,
             only_bucket,
@@ -538,10 +551,11 @@ async fn source_future(
     }
 }
 
-/// `--sync`: the paired walk, then (only when the whole diff is done, and
-/// within `--max-delete`) the target-only keys as deletes.
+/// `--sync`: the paired walk (or, with `--target-manifest-path`, the sorted
+/// diff against the target's inventory), then (only when the whole diff is
+/// done, and within `--max-delete`) the target-only keys as deletes.
 async fn sync_source(
-    store: Arc<dyn common::store::ObjectStore>,
+    side: SourceSide,
     walk: Walk,
     plan: SyncPlan,
     tally: Arc<Mutex<Tally>>,
@@ -569,7 +583,14 @@ async fn sync_source(
         tally: tally.clone(),
         deletes: spool.clone(),
     };
-    let end = list_pair(store, pair, tx.clone(), cancel).await;
+    let end = match (plan.target_inventory, side) {
+        (Some(inv), side) => diff_sorted(side, pair, inv, tx.clone(), cancel).await,
+        (None, SourceSide::List(store)) => list_pair(store, pair, tx.clone(), cancel).await,
+        (None, SourceSide::Inventory(_)) => {
+            let why = "an inventory source (-m) needs --target-manifest-path";
+            return failed(common::Error::input("--sync", why));
+        }
+    };
     let Some(spool) = spool else { return end };
     if end.error.is_some() || end.unfinished.is_some() {
         let n = spool.count().files;

@@ -86,13 +86,46 @@ pub struct SyncPlan {
     pub delete: bool,
     /// `--max-delete`.
     pub max_delete: Option<u64>,
+    /// `--target-manifest-path`: the target side read from this inventory
+    /// (sorted on disk) instead of listed.
+    pub target_inventory: Option<Box<Inventory>>,
 }
 
-/// `--sync`: open the target for listing (a listing source only).
-async fn sync_plan(cfg: &Config, args: &RunArgs, ends: &Ends) -> Result<Option<SyncPlan>> {
+/// `--sync`: open the target for listing, or its inventory
+/// (`--target-manifest-path`, required with an inventory source). Both
+/// sides must give sizes: the diff compares them.
+async fn sync_plan(
+    cfg: &Config,
+    args: &RunArgs,
+    ends: &Ends,
+    kind: &SourceKind,
+    filter: &KeyFilter,
+) -> Result<Option<SyncPlan>> {
     if !args.sync {
         return Ok(None);
     }
+    if let SourceKind::Inventory { inventory, .. } = kind {
+        if args.target_manifest_path.is_none() {
+            return Err(Error::input(
+                "--sync",
+                "with an inventory source (-m) the target side must be an inventory too: give --target-manifest-path",
+            ));
+        }
+        no_sizes(inventory)?;
+    }
+    let target_inventory = match &args.target_manifest_path {
+        None => None,
+        Some(m) => {
+            let inv = open_inventory(cfg, m, "--target-manifest-path").await?;
+            no_sizes(&inv)?;
+            if inv.schema.etag.is_none() {
+                tracing::warn!(manifest = %inv.manifest_name, "the target inventory has no ETag column: same-size keys are judged by time (see docs/sync-inventory.md)");
+            }
+            let what = format!("the target inventory {}", inv.manifest_name);
+            filter.require(&what, true, inv.schema.last_modified.is_some(), false)?;
+            Some(Box::new(inv))
+        }
+    };
     let target = open_store(&ends.target, &S3Connector::new(&cfg.aws.copy), false).await?;
     Ok(Some(SyncPlan {
         target,
@@ -103,7 +136,19 @@ async fn sync_plan(cfg: &Config, args: &RunArgs, ends: &Ends) -> Result<Option<S
         },
         delete: args.delete,
         max_delete: args.max_delete,
+        target_inventory,
     }))
+}
+
+/// An inventory without a Size column cannot be diffed.
+fn no_sizes(inv: &Inventory) -> Result<()> {
+    match inv.schema.size {
+        Some(_) => Ok(()),
+        None => Err(Error::input(
+            &inv.manifest_name,
+            "the inventory has no Size column, which --sync compares (add Size to the inventory's fields)",
+        )),
+    }
 }
 
 /// Resolve a prefix given both in a location and by a flag: they must agree.
@@ -183,7 +228,7 @@ pub async fn plan(cfg: &Config, args: &RunArgs) -> Result<Plan> {
         }
         _ => target_container.clone(),
     };
-    let sync = sync_plan(cfg, args, &ends).await?;
+    let sync = sync_plan(cfg, args, &ends, &kind, &filter).await?;
     let (prefix, target_prefix) = (ends.prefix.clone(), ends.target_prefix.clone());
     let selector = Selector::new(filter, KeyMap::new(ends.prefix, ends.target_prefix));
     Ok(Plan {
@@ -271,21 +316,7 @@ async fn inventory_source(
     filter: &KeyFilter,
     resume_from: Option<Row>,
 ) -> Result<SourceKind> {
-    let mut inventory = if m.starts_with("s3://") {
-        let loc = Location::parse(m, "--manifest-path")?;
-        let store = open_store(&loc, &S3Connector::new(&cfg.aws.inventory), false).await?;
-        let bucket = loc.bucket().unwrap_or_default().to_string();
-        Inventory::open_s3(store, &bucket, loc.prefix()).await?
-    } else {
-        let path = Path::new(m);
-        if !path.exists() {
-            return Err(Error::input(m, "manifest not found (--manifest-path)"));
-        }
-        let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || Inventory::open_local(&path))
-            .await
-            .map_err(|e| Error::input(m, e.to_string()))??
-    };
+    let mut inventory = open_inventory(cfg, m, "--manifest-path").await?;
     if let Some(r) = resume_from {
         let files = inventory.manifest.files.len();
         if r.file as usize > files {
@@ -309,6 +340,24 @@ async fn inventory_source(
         inventory: Box::new(inventory),
         source: Arc::from(source),
     })
+}
+
+/// Open an S3 Inventory manifest given by `flag`: `s3://` or local.
+async fn open_inventory(cfg: &Config, m: &str, flag: &str) -> Result<Inventory> {
+    if m.starts_with("s3://") {
+        let loc = Location::parse(m, flag)?;
+        let store = open_store(&loc, &S3Connector::new(&cfg.aws.inventory), false).await?;
+        let bucket = loc.bucket().unwrap_or_default().to_string();
+        return Inventory::open_s3(store, &bucket, loc.prefix()).await;
+    }
+    let path = Path::new(m);
+    if !path.exists() {
+        return Err(Error::input(m, format!("manifest not found ({flag})")));
+    }
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || Inventory::open_local(&path))
+        .await
+        .map_err(|e| Error::input(m, e.to_string()))?
 }
 
 /// `--csv-manifest`: a CSV of bucket,key rows, local or `s3://`.

@@ -20,6 +20,7 @@ pub mod filter;
 pub mod inventory;
 pub mod pair;
 pub mod parallel;
+pub mod sorted;
 
 pub use parallel::SourceEnd;
 

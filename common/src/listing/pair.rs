@@ -72,7 +72,7 @@ impl PrefixMap {
 
     /// The source's name for a target key or prefix (`None`: outside the
     /// target prefix, which a listing under it never returns).
-    fn to_source(&self, t: &str) -> Option<String> {
+    pub(crate) fn to_source(&self, t: &str) -> Option<String> {
         t.strip_prefix(self.target.as_str())
             .map(|rest| format!("{}{rest}", self.source))
     }
@@ -476,7 +476,8 @@ async fn emit(pair: &PairWalk, joined: Vec<Joined>, tx: &mpsc::Sender<Found>) ->
 }
 
 /// One joined key: the item to send, if any (deletes go to the spool).
-fn judge(pair: &PairWalk, j: Joined, tally: &mut Tally) -> Result<Option<Found>> {
+/// Shared with the sorted diff of [`super::sorted`] (which lists no target).
+pub(crate) fn judge(pair: &PairWalk, j: Joined, tally: &mut Tally) -> Result<Option<Found>> {
     let selector = &pair.walk.selector;
     let class = classify(j.source.as_ref(), j.target.as_ref(), pair.rule);
     let Some(src) = j.source else {
