@@ -119,7 +119,7 @@ async fn sync_plan(
             let inv = open_inventory(cfg, m, "--target-manifest-path").await?;
             no_sizes(&inv)?;
             if inv.schema.etag.is_none() {
-                tracing::warn!(manifest = %inv.manifest_name, "the target inventory has no ETag column: same-size keys are judged by time (see docs/sync-inventory.md)");
+                tracing::warn!(manifest = %inv.manifest_name, "the target inventory has no ETag column: same-size keys are judged by time (see docs/sync.md)");
             }
             let what = format!("the target inventory {}", inv.manifest_name);
             filter.require(&what, true, inv.schema.last_modified.is_some(), false)?;

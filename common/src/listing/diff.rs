@@ -178,6 +178,9 @@ pub fn classify(source: Option<&Listed>, target: Option<&Listed>, rule: Rule) ->
         (Some(a), Some(b)) => a > b,
         _ => false,
     };
+    // Neither ETags nor both times (an inventory without those fields):
+    // `auto` has nothing but the size, so executors compare.
+    let times_known = s.last_modified.is_some() && t.last_modified.is_some();
     let etags = match (s.etag.as_deref(), t.etag.as_deref()) {
         (Some(a), Some(b)) => Some(etag_bare(a).eq_ignore_ascii_case(etag_bare(b))),
         _ => None,
@@ -193,7 +196,7 @@ pub fn classify(source: Option<&Listed>, target: Option<&Listed>, rule: Rule) ->
         // Without ETags on a side (directories, some S3-compatible stores),
         // `auto` falls back to `mtime`: a directory target keeps its
         // source's mtime, an S3 target is written after its source.
-        Compare::Auto if etags.is_none() => by_time(source_newer),
+        Compare::Auto if etags.is_none() && times_known => by_time(source_newer),
         Compare::Auto | Compare::Etag if etags_equal => Class::Unchanged,
         Compare::Auto => compare("etag"),
         Compare::Etag => changed("etag"),
@@ -297,6 +300,10 @@ mod tests {
         let aa_new = obj(5, Some("aa"), new);
         let bb_old = obj(5, Some("bb"), old);
         let none_old = obj(5, None, old);
+        let untimed = Listed {
+            last_modified: None,
+            ..obj(5, None, old)
+        };
         type Case<'a> = (&'a str, Option<&'a Listed>, Option<&'a Listed>, Rule, Class);
         let cases: Vec<Case> = vec![
             ("source only", Some(&same), None, auto, Class::New),
@@ -348,6 +355,16 @@ mod tests {
                 Some(&none_old),
                 auto,
                 Class::Changed("mtime"),
+            ),
+            (
+                "neither etags nor times: executors compare",
+                Some(&untimed),
+                Some(&untimed),
+                auto,
+                Class::Compare {
+                    why: "etag",
+                    keep_newer_target: false,
+                },
             ),
             (
                 "no etag on one side, target written after",
