@@ -96,7 +96,9 @@ async fn sync_plan(cfg: &Config, args: &RunArgs, ends: &Ends) -> Result<Option<S
     if args.delete {
         ends.refuse_delete_over_source()?;
     }
-    let target = open_store(&ends.target, &S3Connector::new(&cfg.aws.copy), false).await?;
+    // A directory target that does not exist yet is created, as a run
+    // without --sync does (the first pass of a cutover may be a --sync run).
+    let target = open_store(&ends.target, &S3Connector::new(&cfg.aws.copy), true).await?;
     Ok(Some(SyncPlan {
         target,
         map: PrefixMap::new(&ends.prefix, ends.target_prefix.as_deref()),
@@ -532,6 +534,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("onto themselves"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_sync_run_may_start_on_a_target_directory_not_there_yet() {
+        let src = tempfile::tempdir().unwrap();
+        let top = tempfile::tempdir().unwrap();
+        let dst = top.path().join("new");
+        let a = args(|a| {
+            a.source_bucket = Some(src.path().display().to_string());
+            a.target_bucket = Some(dst.display().to_string());
+            a.sync = true;
+        });
+        let p = plan(&Config::default(), &a).await.unwrap();
+        assert!(p.sync.is_some());
     }
 
     #[tokio::test]
