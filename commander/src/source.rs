@@ -126,7 +126,12 @@ async fn sync_plan(
             Some(Box::new(inv))
         }
     };
-    let target = open_store(&ends.target, &S3Connector::new(&cfg.aws.copy), false).await?;
+    if args.delete {
+        ends.refuse_delete_over_source()?;
+    }
+    // A directory target that does not exist yet is created, as a run
+    // without --sync does (the first pass of a cutover may be a --sync run).
+    let target = open_store(&ends.target, &S3Connector::new(&cfg.aws.copy), true).await?;
     Ok(Some(SyncPlan {
         target,
         map: PrefixMap::new(&ends.prefix, ends.target_prefix.as_deref()),
@@ -290,6 +295,24 @@ impl Ends {
         })
     }
 
+    /// `--delete` with target keys that are also source keys (one bucket or
+    /// directory tree, one prefix inside the other): source objects would
+    /// look target-only under their rewritten names and be deleted.
+    fn refuse_delete_over_source(&self) -> Result<()> {
+        let Some(source) = &self.source else {
+            return Ok(());
+        };
+        let tp = self.target_prefix.as_deref().unwrap_or(&self.prefix);
+        let (s, t) = (span(source, &self.prefix), span(&self.target, tp));
+        if s.starts_with(&t) || t.starts_with(&s) {
+            return Err(Error::input(
+                "--delete",
+                format!("the target {t} and the source {s} share keys: deleting target-only keys would delete source objects; use a target outside the source"),
+            ));
+        }
+        Ok(())
+    }
+
     /// A listing or inventory whose keys would land on themselves is refused.
     fn refuse_copy_onto_itself(&self, kind: &SourceKind, target: &str) -> Result<()> {
         if let SourceKind::List { source, .. } | SourceKind::Inventory { source, .. } = kind {
@@ -305,6 +328,19 @@ impl Ends {
             }
         }
         Ok(())
+    }
+}
+
+/// Where a location's keys under `prefix` live, as a string that starts with
+/// another's exactly when its keys are among the other's.
+fn span(loc: &Location, prefix: &str) -> String {
+    match loc {
+        Location::S3 { bucket, .. } => format!("s3://{bucket}/{prefix}"),
+        Location::Dir { root } => {
+            let real = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
+            let real = real.display().to_string();
+            format!("file://{}/{prefix}", real.trim_end_matches('/'))
+        }
     }
 }
 
@@ -547,5 +583,75 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("onto themselves"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_sync_run_may_start_on_a_target_directory_not_there_yet() {
+        let src = tempfile::tempdir().unwrap();
+        let top = tempfile::tempdir().unwrap();
+        let dst = top.path().join("new");
+        let a = args(|a| {
+            a.source_bucket = Some(src.path().display().to_string());
+            a.target_bucket = Some(dst.display().to_string());
+            a.sync = true;
+        });
+        let p = plan(&Config::default(), &a).await.unwrap();
+        assert!(p.sync.is_some());
+    }
+
+    #[tokio::test]
+    async fn delete_is_refused_where_target_keys_are_source_keys() {
+        let top = tempfile::tempdir().unwrap();
+        let sub = top.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let dir = |p: &std::path::Path| Some(p.display().to_string());
+        let sync = |a: &mut RunArgs, delete| {
+            a.sync = true;
+            a.delete = delete;
+        };
+        // Source inside the target: source files are target-only keys there.
+        let cases = [
+            (dir(&sub), dir(top.path()), None, None),
+            (dir(top.path()), dir(&sub), None, None),
+            (dir(top.path()), dir(top.path()), Some("sub/"), Some("")),
+            (
+                Some("s3://bkt".into()),
+                Some("s3://bkt".into()),
+                Some("d/"),
+                Some(""),
+            ),
+            (
+                Some("s3://bkt".into()),
+                Some("s3://bkt/d/x/".into()),
+                Some("d/"),
+                None,
+            ),
+        ];
+        for (s, t, p, tp) in cases {
+            let a = args(|a| {
+                (a.source_bucket, a.target_bucket) = (s.clone(), t.clone());
+                a.prefix = p.map(str::to_string);
+                a.target_prefix = tp.map(str::to_string);
+                sync(a, true);
+            });
+            let e = plan_err(a).await;
+            assert!(
+                e.contains("--delete") && e.contains("share keys"),
+                "{s:?} {t:?}: {e}"
+            );
+        }
+        // Side by side, or without --delete: accepted.
+        let a = args(|a| {
+            a.source_bucket = Some("s3://bkt/d/".into());
+            a.target_bucket = Some("s3://bkt/e/".into());
+            sync(a, true);
+        });
+        let ends = Ends::parse(&a).unwrap();
+        ends.refuse_delete_over_source().unwrap();
+        let a = args(|a| {
+            (a.source_bucket, a.target_bucket) = (dir(&sub), dir(top.path()));
+            sync(a, false);
+        });
+        plan(&Config::default(), &a).await.unwrap();
     }
 }

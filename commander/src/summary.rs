@@ -171,7 +171,9 @@ fn sync_lines(t: &Tally, dry_run: bool) -> String {
         false => format!(" [{}]", changed.join(", ")),
     };
     let deletes = match (t.deletes.files, dry_run) {
-        (0, _) if t.target_only.files > 0 => "kept (no --delete)".to_string(),
+        // Also a --delete run that stopped before its deletes (an error,
+        // --max-delete): say what happened, not why.
+        (0, _) if t.target_only.files > 0 => "kept, none sent as deletes".to_string(),
         (0, _) => "none".to_string(),
         (n, true) => format!("{} would be deleted", thousands(n)),
         (n, false) => format!("{} sent as deletes", thousands(n)),
@@ -268,6 +270,21 @@ pub fn spawn_progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_only_keys_not_deleted_are_not_blamed_on_a_missing_flag() {
+        let mut t = Tally::default();
+        t.target_only.add(3);
+        let text = sync_lines(&t, false);
+        assert!(
+            text.contains("target-only  1 (3 B): kept, none sent as deletes"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("no --delete"),
+            "a --max-delete stop has --delete: {text}"
+        );
+    }
 
     #[test]
     fn formats_numbers_and_quotes_keys() {

@@ -673,13 +673,22 @@ mod tests {
             depth in 0u32..4,
             split_after_pages in 1u32..3,
             fanout in 1usize..5,
-            rewrite in any::<bool>(),
+            rewrite in 0usize..3,
             start_after in proptest::option::of("[ab/.z]{0,3}"),
         ) {
-            let prefix = if rewrite { "a".to_string() } else { String::new() };
-            let map = PrefixMap::new(&prefix, rewrite.then_some("zz/"));
+            // No rewrite; a prefix without `/` moved under another; a
+            // prefix stripped (`--target-prefix ''`).
+            let (prefix, target_prefix) = [("", None), ("a", Some("zz/")), ("a/", Some(""))][rewrite];
+            let prefix = prefix.to_string();
+            let map = PrefixMap::new(&prefix, target_prefix);
             let source: BTreeSet<String> = shared.union(&only_source).cloned().collect();
-            let target: BTreeSet<String> = shared.union(&only_target).filter(|k| k.starts_with(&prefix)).cloned().collect();
+            // (A target key is never empty: the source key equal to a stripped
+            // prefix has no target counterpart.)
+            let target: BTreeSet<String> = shared
+                .union(&only_target)
+                .filter(|k| k.starts_with(&prefix) && !map.to_target(k).is_empty())
+                .cloned()
+                .collect();
             let opts = ListOptions {
                 prefix,
                 start_after: start_after.filter(|s| !s.is_empty()),
