@@ -157,7 +157,12 @@ pub struct RunArgs {
     #[arg(long, requires = "sync", help_heading = "Sync")]
     pub overwrite_newer: bool,
     /// Also delete target keys the source does not have (under the target prefix, admitted by the filters), conditionally, after the whole diff is done
-    #[arg(long, requires = "sync", help_heading = "Sync")]
+    #[arg(
+        long,
+        requires = "sync",
+        help_heading = "Sync",
+        conflicts_with_all = ["owner", "no_owner", "modified_since", "not_modified_since"]
+    )]
     pub delete: bool,
     /// With --delete: stop before sending any delete if more than N would be deleted
     #[arg(long, value_name = "N", requires = "delete", help_heading = "Sync")]
@@ -241,6 +246,15 @@ mod tests {
 
     #[test]
     fn bad_combinations_are_usage_errors_naming_the_flags() {
+        for (flag, value) in [("--owner", "a"), ("--modified-since", "2024-01-01")] {
+            let e = parse(&[
+                "run", "-s", "s", "-t", "d", "--sync", "--delete", flag, value,
+            ])
+            .unwrap_err();
+            assert!(e.to_string().contains("--delete"), "{flag}: {e}");
+        }
+        let e = parse(&["run", "-s", "s", "-t", "d", "--delete"]).unwrap_err();
+        assert!(e.to_string().contains("--sync"), "{e}");
         let e = parse(&["run", "-s", "src"]).unwrap_err();
         assert!(e.to_string().contains("--target-bucket"), "{e}");
         let e = parse(&["run", "-t", "d", "-m", "m.json", "--csv-manifest", "x.csv"]).unwrap_err();

@@ -386,6 +386,7 @@ fn stop_message(summary: &Summary, job_id_given: bool) -> Option<String> {
         format!("--job-id {} ", summary.job_id)
     };
     let hint = match (&summary.resume_start_after, &summary.resume_from) {
+        _ if error.contains("--max-delete") => "look at why so many target keys are missing from the source (`--sync --delete --dry-run` counts them), then run again with a higher --max-delete".to_string(),
         _ if nothing_sent => "nothing was sent: fix the problem and run the same command again".to_string(),
         // Manifests resume at a row, whatever the order of their rows and files.
         (Some(_), Some(row)) => format!(
@@ -713,6 +714,13 @@ mod tests {
         assert!(
             m.contains("re-run the same command (keys already sent"),
             "{m}"
+        );
+        s.error =
+            Some("--max-delete: 12 target keys would be deleted, more than --max-delete 9".into());
+        let m = stop_message(&s, true).unwrap();
+        assert!(
+            m.contains("with a higher --max-delete") && !m.contains("re-run the same command"),
+            "the same command would stop again: {m}"
         );
     }
 }
