@@ -127,7 +127,14 @@ async fn sync_plan(
         }
     };
     if args.delete {
-        ends.refuse_delete_over_source()?;
+        // An inventory source without -s names its bucket in the manifest.
+        let from_manifest = match (&ends.source, kind) {
+            (None, SourceKind::Inventory { source, .. }) => {
+                Some(Location::parse(source, "--manifest-path")?)
+            }
+            _ => None,
+        };
+        ends.refuse_delete_over_source(from_manifest.as_ref())?;
     }
     // A directory target that does not exist yet is created, as a run
     // without --sync does (the first pass of a cutover may be a --sync run).
@@ -298,8 +305,8 @@ impl Ends {
     /// `--delete` with target keys that are also source keys (one bucket or
     /// directory tree, one prefix inside the other): source objects would
     /// look target-only under their rewritten names and be deleted.
-    fn refuse_delete_over_source(&self) -> Result<()> {
-        let Some(source) = &self.source else {
+    fn refuse_delete_over_source(&self, manifest_source: Option<&Location>) -> Result<()> {
+        let Some(source) = self.source.as_ref().or(manifest_source) else {
             return Ok(());
         };
         let tp = self.target_prefix.as_deref().unwrap_or(&self.prefix);
@@ -640,6 +647,16 @@ mod tests {
                 "{s:?} {t:?}: {e}"
             );
         }
+        // An inventory source names its bucket in the manifest.
+        let ends = Ends::parse(&args(|a| {
+            a.target_bucket = Some("s3://bkt/d/".into());
+        }))
+        .unwrap();
+        let manifest_bucket = Location::parse("s3://bkt", "--manifest-path").unwrap();
+        let e = ends
+            .refuse_delete_over_source(Some(&manifest_bucket))
+            .unwrap_err();
+        assert!(e.to_string().contains("share keys"), "{e}");
         // Side by side, or without --delete: accepted.
         let a = args(|a| {
             a.source_bucket = Some("s3://bkt/d/".into());
@@ -647,7 +664,7 @@ mod tests {
             sync(a, true);
         });
         let ends = Ends::parse(&a).unwrap();
-        ends.refuse_delete_over_source().unwrap();
+        ends.refuse_delete_over_source(None).unwrap();
         let a = args(|a| {
             (a.source_bucket, a.target_bucket) = (dir(&sub), dir(top.path()));
             sync(a, false);
