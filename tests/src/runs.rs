@@ -348,17 +348,7 @@ pub async fn queue_url_on(server: Server, name: &str) -> String {
 
 /// Send raw bodies to a queue (one SendMessage each).
 pub async fn send_raw(name: &str, bodies: &[&str]) {
-    let url = queue_url(name).await;
-    for b in bodies {
-        Server::Moto
-            .sqs()
-            .send_message()
-            .queue_url(&url)
-            .message_body(*b)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("send to {name}: {e:?}"));
-    }
+    send_raw_on(Server::Moto, name, bodies).await
 }
 
 /// Receive and delete every message of a queue until two receives in a row return

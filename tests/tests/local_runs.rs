@@ -14,13 +14,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use common::report::{Outcome, ReportLocation, ReportRow};
-use common::store::dir::{DirStore, PART_MARK, TMP_MARK};
+use common::report::{Outcome, ReportRow};
+use common::store::dir::{PART_MARK, TMP_MARK};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use testsupport::runs::{run_bin, signal, spawn_executor, wait_with_limit, Run};
@@ -118,20 +117,7 @@ impl Local {
 
     /// Every report row of `job_id`, latest per source key.
     async fn report_rows(&self, job_id: &str) -> BTreeMap<String, ReportRow> {
-        let store = Arc::new(DirStore::new(self.path("state/reports")).expect("report dir"));
-        let loc = ReportLocation::new(store, "");
-        let mut rows: BTreeMap<String, ReportRow> = BTreeMap::new();
-        loc.for_each_row(job_id, |row| {
-            let newer = rows
-                .get(&row.source_key)
-                .is_none_or(|old| old.finished_at <= row.finished_at);
-            if newer {
-                rows.insert(row.source_key.clone(), row);
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("read reports of {job_id}: {e}"));
-        rows
+        testsupport::runs::report_rows(&self.path("state/reports"), job_id).await
     }
 }
 

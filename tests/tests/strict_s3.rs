@@ -14,12 +14,10 @@
 //! and fails when LocalStack was not started otherwise.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
-use common::report::{Outcome, ReportLocation, ReportRow};
-use common::store::dir::DirStore;
+use common::report::{Outcome, ReportRow};
 use testsupport::runs::{drain_on, Sandbox};
 use testsupport::Server;
 
@@ -143,20 +141,7 @@ fn sandbox(server: Server, prefix: &str) -> Sandbox {
 
 /// Every report row of `job_id`, by source key (the latest row of each).
 async fn report_rows(sb: &Sandbox, job_id: &str) -> BTreeMap<String, ReportRow> {
-    let store = Arc::new(DirStore::new(sb.dir.path().join("reports")).expect("report dir"));
-    let loc = ReportLocation::new(store, "");
-    let mut rows: BTreeMap<String, ReportRow> = BTreeMap::new();
-    loc.for_each_row(job_id, |row| {
-        let newer = rows
-            .get(&row.source_key)
-            .is_none_or(|old| old.finished_at <= row.finished_at);
-        if newer {
-            rows.insert(row.source_key.clone(), row);
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("read reports of {job_id}: {e}"));
-    rows
+    testsupport::runs::report_rows(&sb.dir.path().join("reports"), job_id).await
 }
 
 /// `(outcome, error class)` of each key in the report.
