@@ -15,6 +15,20 @@ ensure_venv() {
   fi
 }
 
+# Create ./.venv-checkov with a pinned checkov if missing. Its own venv:
+# checkov pins many libraries (boto3 among them) that moto's venv must not share.
+CHECKOV_VERSION="3.3.*"
+ensure_checkov_venv() {
+  local marker=".venv-checkov/.installed-checkov-${CHECKOV_VERSION//\*/x}-v1"
+  if [ ! -f "$marker" ]; then
+    echo "installing checkov $CHECKOV_VERSION into .venv-checkov (once, about a minute)"
+    rm -rf .venv-checkov
+    python3 -m venv .venv-checkov
+    .venv-checkov/bin/pip install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+    touch "$marker"
+  fi
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'

@@ -386,8 +386,10 @@ fn as_strings(v: &Value) -> Vec<String> {
 
 // ---------------------------------------------------------------- IAM checks
 
-/// Every reason an S3/SQS statement is too broad; empty = fine. `buckets` are
-/// the only buckets and `queues` the only queue names a statement may name.
+/// Every reason an S3/SQS/KMS statement is too broad; empty = fine. `buckets`
+/// are the only buckets and `queues` the only queue names a statement may
+/// name; KMS statements name key ARNs and may be used only through S3 or SQS
+/// (`kms:ViaService`).
 fn wildcard_violations(
     statement: &Value,
     buckets: &BTreeSet<String>,
@@ -402,11 +404,15 @@ fn wildcard_violations(
     };
     let s3 = touches("s3");
     let sqs = touches("sqs");
+    let kms = touches("kms");
     if statement.get("NotAction").is_some() || statement.get("NotResource").is_some() {
         bad.push(format!("NotAction/NotResource in {statement}"));
     }
-    if !(s3 || sqs) {
+    if !(s3 || sqs || kms) {
         return bad;
+    }
+    if kms {
+        bad.extend(via_service_violations(statement));
     }
     for a in &actions {
         if a.contains('*') || a.contains('?') {
@@ -440,11 +446,36 @@ fn wildcard_violations(
             if !queues.contains(name) {
                 bad.push(format!("resource {r}: not one of the migration queues"));
             }
-        } else if !r.starts_with("arn:aws:kms:") {
-            bad.push(format!("resource {r} is neither an S3 nor an SQS ARN"));
+        } else if let Some(rest) = r.strip_prefix("arn:aws:kms:") {
+            let key_id = rest.split_once(":key/").map(|(_, id)| id).unwrap_or("");
+            if key_id.is_empty() || rest.contains('*') || rest.contains('?') {
+                bad.push(format!("resource {r}: not one KMS key ARN"));
+            }
+        } else {
+            bad.push(format!("resource {r} is not an S3, SQS or KMS key ARN"));
         }
     }
     bad
+}
+
+/// A KMS statement must carry `kms:ViaService` naming only S3 or SQS endpoints:
+/// the key is then usable for SSE-KMS objects and queues, not for direct calls.
+fn via_service_violations(statement: &Value) -> Vec<String> {
+    let services = as_strings(&statement["Condition"]["StringEquals"]["kms:ViaService"]);
+    if services.is_empty() {
+        return vec![format!("KMS statement without kms:ViaService: {statement}")];
+    }
+    services
+        .iter()
+        .filter(|s| {
+            let mut parts = s.splitn(3, '.');
+            let (svc, region, suffix) = (parts.next(), parts.next(), parts.next());
+            !(matches!(svc, Some("s3" | "sqs"))
+                && region.is_some_and(|r| !r.is_empty() && !r.contains('*'))
+                && suffix == Some("amazonaws.com"))
+        })
+        .map(|s| format!("kms:ViaService {s} is not an S3/SQS endpoint"))
+        .collect()
 }
 
 /// Resolved task roles: role id → its statements (all inline policies).
@@ -543,6 +574,15 @@ fn actions_by_resource(statements: &[Value], svc: &str) -> BTreeMap<String, BTre
     out
 }
 
+/// A container's `Environment` or `Secrets` list as Name → `field`.
+fn name_values(list: &Value, field: &str) -> BTreeMap<String, String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list of {field}s: {list}"))
+        .iter()
+        .map(|e| (scalar_string(&e["Name"]), scalar_string(&e[field])))
+        .collect()
+}
+
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -628,6 +668,12 @@ fn wildcard_checker_rejects_broad_statements() {
         json!({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::source-bucket/*/x*"}),
         json!({"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "arn:aws:sqs:us-east-1:123456789012:*"}),
         json!({"Effect": "Allow", "NotAction": "iam:*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::source-bucket/*"}),
+        json!({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*", "Condition": {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}}),
+        json!({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "arn:aws:kms:us-east-1:123456789012:key/*", "Condition": {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}}),
+        json!({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "arn:aws:kms:us-east-1:123456789012:alias/a", "Condition": {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}}),
+        json!({"Effect": "Allow", "Action": "kms:*", "Resource": "arn:aws:kms:us-east-1:123456789012:key/k", "Condition": {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}}),
+        json!({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "arn:aws:kms:us-east-1:123456789012:key/k"}),
+        json!({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "arn:aws:kms:us-east-1:123456789012:key/k", "Condition": {"StringEquals": {"kms:ViaService": "ec2.us-east-1.amazonaws.com"}}}),
     ];
     for st in &cases {
         assert!(
@@ -640,10 +686,16 @@ fn wildcard_checker_rejects_broad_statements() {
         wildcard_violations(&fine, &buckets, &queues),
         Vec::<String>::new()
     );
+    let fine_kms = json!({"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": ["arn:aws:kms:us-east-1:123456789012:key/k"],
+        "Condition": {"StringEquals": {"kms:ViaService": ["s3.us-east-1.amazonaws.com", "sqs.us-east-1.amazonaws.com"]}}});
+    assert_eq!(
+        wildcard_violations(&fine_kms, &buckets, &queues),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
-fn task_roles_grant_no_wildcard_action_or_resource_for_s3_and_sqs() {
+fn task_roles_grant_no_wildcard_action_or_resource_for_s3_sqs_and_kms() {
     for path in template_paths() {
         let tpl = load_template(&path);
         for overrides in scenarios() {
@@ -674,11 +726,12 @@ fn executor_role_reads_only_the_source_and_writes_only_the_target() {
         "s3:GetObjectVersion",
         "s3:GetObjectVersionTagging",
     ]);
+    // No s3:ListMultipartUploadParts: nothing calls ListParts (until resumable
+    // uploads, issue #17).
     let write_target = set(&[
         "s3:PutObject",
         "s3:PutObjectTagging",
         "s3:AbortMultipartUpload",
-        "s3:ListMultipartUploadParts",
     ]);
     let queue_actions = set(&[
         "sqs:ReceiveMessage",
@@ -834,8 +887,245 @@ fn commander_lists_only_under_the_source_prefix() {
 }
 
 #[test]
+fn commander_may_clean_up_stale_uploads_on_the_target_key_range_only() {
+    // `commander cleanup` calls ListMultipartUploads (bucket) and
+    // AbortMultipartUpload (each stale key); without both it is denied.
+    let tpl = main_template();
+    for (overrides, range) in [
+        (vec![], "arn:aws:s3:::target-bucket/*"),
+        (
+            vec![("SourcePrefix", "data/")],
+            "arn:aws:s3:::target-bucket/data/*",
+        ),
+        (
+            vec![("SourcePrefix", "data/"), ("TargetPrefix", "copy/")],
+            "arn:aws:s3:::target-bucket/copy/*",
+        ),
+    ] {
+        let ev = Eval::new(&tpl, &overrides);
+        let s3 = actions_by_resource(&task_role_statements(&ev)["CommanderTaskRole"], "s3");
+        let holders = |action: &str| -> Vec<&String> {
+            s3.iter()
+                .filter(|(_, a)| a.contains(action))
+                .map(|(r, _)| r)
+                .collect()
+        };
+        assert_eq!(
+            holders("s3:ListBucketMultipartUploads"),
+            ["arn:aws:s3:::target-bucket"],
+            "{overrides:?}: {s3:?}"
+        );
+        assert_eq!(
+            holders("s3:AbortMultipartUpload"),
+            [range],
+            "{overrides:?}: aborts only on the target key range: {s3:?}"
+        );
+    }
+}
+
+#[test]
+fn kms_grants_name_keys_and_go_through_s3_or_sqs_only() {
+    let tpl = main_template();
+    let key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    for (region, want) in [
+        (
+            "",
+            vec!["s3.us-east-1.amazonaws.com", "sqs.us-east-1.amazonaws.com"],
+        ),
+        (
+            "eu-west-1",
+            vec![
+                "s3.us-east-1.amazonaws.com",
+                "sqs.us-east-1.amazonaws.com",
+                "s3.eu-west-1.amazonaws.com",
+            ],
+        ),
+    ] {
+        let ev = Eval::new(&tpl, &[("KmsKeyArns", key), ("SourceRegion", region)]);
+        for (role, statements) in task_role_statements(&ev) {
+            let kms: Vec<&Value> = statements
+                .iter()
+                .filter(|s| {
+                    as_strings(&s["Action"])
+                        .iter()
+                        .any(|a| a.starts_with("kms:"))
+                })
+                .collect();
+            assert_eq!(kms.len(), 1, "{role}: one KMS statement");
+            assert_eq!(as_strings(&kms[0]["Resource"]), [key], "{role}");
+            assert_eq!(
+                as_strings(&kms[0]["Condition"]["StringEquals"]["kms:ViaService"]),
+                want,
+                "{role} with SourceRegion={region:?}"
+            );
+            assert!(via_service_violations(kms[0]).is_empty(), "{role}");
+        }
+    }
+    // KmsKeyArns' pattern (applied per element): parameter_patterns_cannot_inject_wildcards.
+}
+
+#[test]
+fn task_protection_is_granted_on_this_clusters_tasks_only() {
+    // The ECS agent calls UpdateTaskProtection with the task role when the
+    // executor PUTs $ECS_AGENT_URI/task-protection/v1/state.
+    let tpl = main_template();
+    for (overrides, cluster) in [
+        (vec![], "<Cluster>"),
+        (vec![("ClusterName", "shared")], "shared"),
+    ] {
+        let ev = Eval::new(&tpl, &overrides);
+        let roles = task_role_statements(&ev);
+        let grants = actions_by_resource(&roles["ExecutorTaskRole"], "ecs");
+        let want: BTreeMap<String, BTreeSet<String>> = [(
+            format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task/{cluster}/*"),
+            set(&["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"]),
+        )]
+        .into_iter()
+        .collect();
+        assert_eq!(grants, want, "{overrides:?}");
+        assert!(
+            actions_by_resource(&roles["CommanderTaskRole"], "ecs").is_empty(),
+            "the commander runs as a one-off task: nothing to protect"
+        );
+    }
+}
+
+#[test]
+fn copy_source_credentials_come_only_from_secrets_manager() {
+    let tpl = main_template();
+    let secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:mig/source-AbC123";
+    let secret_reads = |res: &BTreeMap<String, Value>| -> Vec<Value> {
+        res["ExecutionRole"]["Properties"]["Policies"]
+            .as_array()
+            .expect("Policies")
+            .iter()
+            .flat_map(|p| {
+                p["PolicyDocument"]["Statement"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|s| {
+                as_strings(&s["Action"])
+                    .iter()
+                    .any(|a| a.starts_with("secretsmanager:"))
+            })
+            .collect()
+    };
+
+    let res = Eval::new(&tpl, &[]).resources();
+    let exec = &res["ExecutorTaskDefinition"]["Properties"]["ContainerDefinitions"][0];
+    assert!(
+        exec.get("Secrets").is_none(),
+        "no secret configured: no Secrets"
+    );
+    assert!(
+        secret_reads(&res).is_empty(),
+        "no secret configured: no grant"
+    );
+
+    let res = Eval::new(&tpl, &[("CopySourceSecretArn", secret), ("Mode", "downup")]).resources();
+    let exec = &res["ExecutorTaskDefinition"]["Properties"]["ContainerDefinitions"][0];
+    let secrets = name_values(&exec["Secrets"], "ValueFrom");
+    let want: BTreeMap<String, String> = [
+        ("COPY_SOURCE_AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+        ("COPY_SOURCE_AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+    ]
+    .iter()
+    .map(|(name, key)| (name.to_string(), format!("{secret}:{key}::")))
+    .collect();
+    assert_eq!(secrets, want);
+    let reads = secret_reads(&res);
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert_eq!(
+        as_strings(&reads[0]["Action"]),
+        ["secretsmanager:GetSecretValue"]
+    );
+    assert_eq!(
+        as_strings(&reads[0]["Resource"]),
+        [secret],
+        "that secret only"
+    );
+
+    // Never a credential in plain environment values, in any task definition.
+    for overrides in scenarios() {
+        let res = Eval::new(&tpl, &overrides).resources();
+        for id in ["ExecutorTaskDefinition", "CommanderTaskDefinition"] {
+            for c in res[id]["Properties"]["ContainerDefinitions"]
+                .as_array()
+                .expect("containers")
+            {
+                for e in c["Environment"].as_array().expect("Environment") {
+                    let name = scalar_string(&e["Name"]);
+                    assert!(
+                        !["ACCESS_KEY", "SECRET", "SESSION_TOKEN", "SSE_C"]
+                            .iter()
+                            .any(|w| name.contains(w)),
+                        "{id}: {name} is a credential in a plain environment value"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn stack_updates_leave_the_task_count_to_autoscaling() {
+    // A DesiredCount on the service resets the fleet on every update that
+    // touches it; each stopped task's returned messages count as receives.
+    let tpl = main_template();
+    assert!(
+        tpl["Parameters"].get("DesiredCount").is_none(),
+        "DesiredCount parameter is gone"
+    );
+    let res = Eval::new(&tpl, &[]).resources();
+    let service = &res["ExecutorService"]["Properties"];
+    assert!(
+        service.get("DesiredCount").is_none(),
+        "the service must not set DesiredCount: {service}"
+    );
+    let receives = tpl["Parameters"]["MaxReceiveCount"]["Default"]
+        .as_u64()
+        .expect("MaxReceiveCount default");
+    assert!(
+        receives >= 10,
+        "MaxReceiveCount default {receives} does not survive deploys and Spot interruptions"
+    );
+    for (id, queue) in &res {
+        if queue["Type"] == "AWS::SQS::Queue" && id != "DeadLetterQueue" {
+            assert_eq!(
+                queue["Properties"]["RedrivePolicy"]["maxReceiveCount"], "10",
+                "{id}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dead_letters_are_kept_14_days_and_the_log_group_survives_only_real_stacks() {
+    let tpl = main_template();
+    for retention in ["60", "86400", "1209600"] {
+        let res = Eval::new(&tpl, &[("MessageRetentionPeriod", retention)]).resources();
+        assert_eq!(
+            res["DeadLetterQueue"]["Properties"]["MessageRetentionPeriod"], 1209600,
+            "DLQ retention with MessageRetentionPeriod={retention}"
+        );
+        assert_eq!(
+            res["WorkQueue01"]["Properties"]["MessageRetentionPeriod"],
+            retention
+        );
+    }
+    // Retained after teardown, but deleted when the first create rolls back,
+    // so a retry with the same stack name does not find its fixed name taken.
+    assert_eq!(
+        tpl["Resources"]["LogGroup"]["DeletionPolicy"],
+        "RetainExceptOnCreate"
+    );
+}
+
+#[test]
 fn parameter_patterns_cannot_inject_wildcards() {
-    // A bucket, prefix or queue parameter that accepted `*` would turn a precise
+    // A bucket, prefix, queue, key or secret parameter that accepted `*` would turn a precise
     // ARN into a wildcard at deploy time; their AllowedPattern must forbid it.
     let tpl = main_template();
     for name in [
@@ -849,6 +1139,9 @@ fn parameter_patterns_cannot_inject_wildcards() {
         "ReportPrefix",
         "QueueNamePrefix",
         "DeadQueueName",
+        // A CommaDelimitedList's pattern applies to each element.
+        "KmsKeyArns",
+        "CopySourceSecretArn",
     ] {
         let pattern = tpl["Parameters"][name]["AllowedPattern"]
             .as_str()
@@ -926,28 +1219,47 @@ fn autoscaling_tracks_backlog_per_task_and_scales_to_and_from_zero() {
         let target = &res["ScalableTarget"]["Properties"];
         assert_eq!(target["ScalableDimension"], "ecs:service:DesiredCount");
         assert_eq!(target["MinCapacity"], "0", "scales in to zero by default");
+        // GovCloud requires RoleARN; the partition must come from the stack.
+        assert_eq!(
+            target["RoleARN"],
+            format!("arn:aws:iam::{ACCOUNT}:role/aws-service-role/ecs.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_ECSService")
+        );
 
         let tt =
             &res["BacklogTargetTracking"]["Properties"]["TargetTrackingScalingPolicyConfiguration"];
         assert_eq!(
-            tt["DisableScaleIn"], true,
-            "in-flight work is never killed by target tracking"
+            tt["DisableScaleIn"], false,
+            "executors protect their own tasks while they hold messages, so scale-in is on"
         );
         let metrics = tt["CustomizedMetricSpecification"]["Metrics"]
             .as_array()
             .expect("metrics");
         let ids = metric_ids(metrics);
         let mut want = visible.clone();
-        want.insert("tasks".into());
+        want.insert("desired".into());
         assert_eq!(ids, want, "QueueNum={n}");
         check_queue_metrics(metrics, "ApproximateNumberOfMessagesVisible", &ev);
+        let divisor = metrics
+            .iter()
+            .find(|m| m["Id"] == "desired")
+            .expect("desired");
+        assert_eq!(
+            divisor["MetricStat"]["Metric"]["MetricName"], "DesiredTaskCount",
+            "backlog per DESIRED task: running tasks are 0 while they start, which jumps to MaxTasks"
+        );
         let expr = returned_expression(metrics);
         assert_eq!(
             identifiers(&expr),
             want,
-            "expression {expr} uses every queue and tasks"
+            "expression {expr} uses every queue and desired"
         );
-        assert!(expr.contains('/'), "per task: {expr}");
+        let (_, below) = expr
+            .split_once('/')
+            .unwrap_or_else(|| panic!("per task: {expr}"));
+        assert!(
+            below.contains("desired"),
+            "divides by desired tasks: {expr}"
+        );
 
         let wake = &res["ScaleOutFromZeroAlarm"]["Properties"];
         let metrics = wake["Metrics"].as_array().expect("alarm metrics");
@@ -1134,12 +1446,7 @@ fn task_definitions_run_the_image_binaries_with_the_seed_queue_settings() {
         assert_eq!(c["ReadonlyRootFilesystem"], true);
         assert_eq!(c["User"], "65532:65532");
         assert_eq!(c["MountPoints"][0]["ContainerPath"], "/tmp");
-        let env: BTreeMap<String, String> = c["Environment"]
-            .as_array()
-            .expect("Environment")
-            .iter()
-            .map(|e| (scalar_string(&e["Name"]), scalar_string(&e["Value"])))
-            .collect();
+        let env = name_values(&c["Environment"], "Value");
         assert_eq!(env["QUEUE_NAME_PATTERN"], "s3-migration-{:0>2d}");
         assert_eq!(env["QUEUE_NUM"], "5");
         assert_eq!(env["DEAD_QUEUE_NAME"], "s3-migration-dead");
@@ -1159,6 +1466,41 @@ fn task_definitions_run_the_image_binaries_with_the_seed_queue_settings() {
     assert_eq!(after("--storage-class").as_deref(), Some("STANDARD_IA"));
     assert_eq!(after("--metrics").as_deref(), Some("emf"));
     assert!(cmd.contains(&"--verify".to_string()));
+
+    // Shutdown budget: grace (running keys) + wrap-up (returns, DLQ sends,
+    // report flush) + margin must fit before ECS's SIGKILL.
+    let stop = exec["StopTimeout"].as_u64().expect("executor StopTimeout");
+    assert!(
+        stop >= 100,
+        "StopTimeout {stop} s leaves no time to return messages"
+    );
+    let env = name_values(&exec["Environment"], "Value");
+    let secs = |name: &str| -> u64 {
+        env.get(name)
+            .unwrap_or_else(|| panic!("executor environment lacks {name}"))
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let (grace, wrap_up) = (
+        secs("EXECUTOR_GRACE_PERIOD"),
+        secs("EXECUTOR_WRAP_UP_PERIOD"),
+    );
+    assert!(
+        grace + wrap_up + 10 <= stop,
+        "grace {grace} s + wrap-up {wrap_up} s + 10 s margin exceeds StopTimeout {stop} s"
+    );
+    for id in ["ExecutorTaskDefinition", "CommanderTaskDefinition"] {
+        let c = &res[id]["Properties"]["ContainerDefinitions"][0];
+        assert_eq!(
+            c["LinuxParameters"]["Capabilities"]["Drop"],
+            json!(["ALL"]),
+            "{id}: every Linux capability dropped"
+        );
+        assert!(
+            c["LinuxParameters"]["Capabilities"].get("Add").is_none(),
+            "{id}: none added back"
+        );
+    }
     assert_eq!(res["LogGroup"]["Properties"]["RetentionInDays"], "30");
     assert!(
         dockerfile.lines().any(|l| l.trim() == "VOLUME [\"/tmp\"]"),
