@@ -478,21 +478,24 @@ fn via_service_violations(statement: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Resolved task roles: role id → its statements (all inline policies).
+/// Resolved task roles, and roles of the stack's Lambda functions (the
+/// lifecycle-rule custom resource), which obey the same rules: role id → its
+/// statements (all inline policies).
 fn task_role_statements(ev: &Eval) -> BTreeMap<String, Vec<Value>> {
     let resources = ev.resources();
     let mut task_roles = BTreeSet::new();
     for res in resources.values() {
-        if res["Type"] == "AWS::ECS::TaskDefinition" {
-            let arn = res["Properties"]["TaskRoleArn"]
-                .as_str()
-                .expect("TaskRoleArn");
-            let id = arn
-                .strip_prefix('<')
-                .and_then(|s| s.strip_suffix(".Arn>"))
-                .unwrap_or_else(|| panic!("TaskRoleArn {arn} is not a role of this stack"));
-            task_roles.insert(id.to_string());
-        }
+        let arn = match res["Type"].as_str() {
+            Some("AWS::ECS::TaskDefinition") => &res["Properties"]["TaskRoleArn"],
+            Some("AWS::Lambda::Function") => &res["Properties"]["Role"],
+            _ => continue,
+        };
+        let arn = arn.as_str().expect("role ARN");
+        let id = arn
+            .strip_prefix('<')
+            .and_then(|s| s.strip_suffix(".Arn>"))
+            .unwrap_or_else(|| panic!("role {arn} is not a role of this stack"));
+        task_roles.insert(id.to_string());
     }
     assert!(
         !task_roles.is_empty(),
@@ -598,6 +601,7 @@ fn scenarios() -> Vec<Vec<(&'static str, &'static str)>> {
             ("Sync", "mirror"),
             ("SourcePrefix", "data/2024/"),
             ("TargetPrefix", "copy/"),
+            ("AbortIncompleteUploadDays", "7"),
             ("ManifestBucket", "inventory-bucket"),
             ("ManifestPrefix", "inv/"),
             ("ReportBucket", "report-bucket"),
