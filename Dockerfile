@@ -18,7 +18,17 @@
 # the runtime's glibc, so the binaries link against what the runtime ships.
 # The slim image already has gcc and libc6-dev, which the bundled SQLite
 # (rusqlite) and aws-lc-sys (rustls' crypto provider) compile with.
-FROM rust:1.95.0-slim-bookworm AS builder
+#
+# Both base images are pinned by digest (the multi-platform index, so amd64 and
+# arm64 builds both resolve), not only by tag: a tag can be re-pushed, and a
+# fleet must run the bytes that were tested. To bump one, resolve the tag's
+# current index digest and replace the `@sha256:` part (keep the tag for
+# readers), then rebuild and run the tests:
+#   docker buildx imagetools inspect rust:1.95.0-slim-bookworm --format '{{json .Manifest.Digest}}'
+#   docker buildx imagetools inspect gcr.io/distroless/cc-debian12:nonroot --format '{{json .Manifest.Digest}}'
+# (or `crane digest IMAGE`). Bump the runtime image for its security fixes at
+# least monthly; the toolchain when the workspace's rust-version moves.
+FROM rust:1.95.0-slim-bookworm@sha256:d7482085ff5b415f84dba5647ae71606650bdef00db7aeb69f4b3d170c3e4082 AS builder
 WORKDIR /src
 ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
@@ -58,7 +68,7 @@ RUN cargo build --release --locked -p commander -p executor
 ############################ runtime ############################
 # distroless/cc: glibc, libgcc, CA certificates and tzdata; no shell, no
 # package manager. The `nonroot` tag runs as uid/gid 65532.
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 LABEL org.opencontainers.image.title="s3-migration" \
       org.opencontainers.image.description="Queue-driven S3 migration: commander (lists and enqueues) and executor (copies)" \
       org.opencontainers.image.licenses="Apache-2.0"
