@@ -1844,3 +1844,49 @@ fn dependency_layer_covers_every_workspace_member() {
         );
     }
 }
+
+/// Every base image is pinned by digest (a tag alone can be re-pushed under a
+/// fleet), and keeps its tag beside the digest for readers and bumps.
+#[test]
+fn base_images_are_pinned_by_digest() {
+    let dockerfile = read("Dockerfile");
+    let froms: Vec<String> = instructions(&dockerfile)
+        .into_iter()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert!(froms.len() >= 2, "{froms:?}");
+    for from in &froms {
+        let image = from.split_whitespace().nth(1).expect("FROM IMAGE");
+        let (name, digest) = image
+            .split_once("@sha256:")
+            .unwrap_or_else(|| panic!("`{from}`: base image not pinned by digest"));
+        assert!(
+            digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+            "`{from}`: not a sha256 digest"
+        );
+        assert!(
+            name.rsplit('/').next().is_some_and(|n| n.contains(':')),
+            "`{from}`: keep the tag beside the digest"
+        );
+    }
+}
+
+/// The release profile the image builds keeps panics unwinding: the executor
+/// catches a key's panic and parks that key; `abort` would kill the process
+/// with every message it holds.
+#[test]
+fn release_profile_unwinds_and_strips() {
+    let manifest = read("Cargo.toml");
+    let profile: String = manifest
+        .split("[profile.release]")
+        .nth(1)
+        .expect("[profile.release]")
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!profile.contains("\"abort\""), "{profile}");
+    assert!(profile.contains("panic = \"unwind\""), "{profile}");
+    assert!(profile.contains("strip = true"), "{profile}");
+}
